@@ -1,0 +1,120 @@
+"""Typed settings with documented defaults, loadable from the package's ROS parameter YAML.
+
+The YAML is the ROS 2 form (``/**: ros__parameters: {camera: {...}, episode: {...}, reward: {...}}``),
+so nodes, the CLI and training read one file.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .geometry import Intrinsics
+
+
+class ConfigError(ValueError):
+    """A settings file or value a user must fix; the message is one line naming the key and the fix."""
+
+
+@dataclass
+class CameraConfig:
+    fov_deg: tuple[float, float] = (120.0, 90.0)  # horizontal, vertical field of view
+    width: int = 1024  # view size in pixels
+    height: int = 768
+    tilt_min_deg: float = -90.0  # mechanical tilt limits of the pan-tilt head
+    tilt_max_deg: float = 90.0
+
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_fov(self.fov_deg, (self.width, self.height))
+
+
+@dataclass
+class EpisodeConfig:
+    max_steps: int = 20  # T: policy decisions per episode, the final STOP included
+    canvas_width: int = 1024  # EgoSphere canvas size
+    canvas_height: int = 512
+
+
+@dataclass
+class RewardConfig:
+    """Reward and success constants; METHOD.md leaves them open, these are the package's choices."""
+
+    tau_deg: float = 30.0  # success radius: final pose within τ of the target centroid
+    iou_success: float = 0.5  # and mask IoU at least this
+    gamma: float = 1.0 / 30.0  # R_eff per degree of progress: one lattice step (30°) closer earns 1
+    eta: float = 0.05  # R_eff step cost
+    r_base: float = 1.0  # R_term when stopping within τ ...
+    alpha: float = 1.0  # ... plus α·IoU
+    r_pen: float = 1.0  # R_term = −R_pen when stopping farther than τ
+
+
+@dataclass
+class SeekConfig:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
+def _fill(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of keys to values; check the YAML indentation")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {where}.{key}; known keys: {', '.join(known)}")
+        default = getattr(cls(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise ConfigError(f"{where}.{key} must be a list of {len(default)} numbers, got {value!r}")
+            value = tuple(float(v) for v in value)
+        elif isinstance(default, bool) or not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
+        else:
+            value = type(default)(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(params: dict) -> SeekConfig:
+    """Build a SeekConfig from a ``ros__parameters`` mapping; other keys (node settings) are ignored."""
+    sections = {"camera": CameraConfig, "episode": EpisodeConfig, "reward": RewardConfig}
+    cfg = SeekConfig(**{name: _fill(cls, params.get(name, {}), name) for name, cls in sections.items()})
+    if cfg.episode.max_steps < 1:
+        raise ConfigError("episode.max_steps must be at least 1")
+    cfg.camera.intrinsics()  # validates the field of view
+    return cfg
+
+
+def read_ros_parameters(path, node: str = "/**") -> dict:
+    """The ``ros__parameters`` mapping of ``node`` in a ROS 2 parameter YAML (``/**`` merged under it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist; pass the path of a YAML like config/seek.yaml")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{at}; fix the syntax there") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path} must map node names to 'ros__parameters' (e.g. '/**: ros__parameters: ...')")
+    merged: dict = {}
+    for key in ("/**", node):
+        section = doc.get(key) or {}
+        params = section.get("ros__parameters", {}) if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            raise ConfigError(f"{path}: '{key}' needs a 'ros__parameters' mapping")
+        for k, v in params.items():
+            if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                merged[k] = {**merged[k], **v}
+            else:
+                merged[k] = v
+    return merged
+
+
+def load_config(path=None) -> SeekConfig:
+    """SeekConfig from a parameter YAML, or the defaults when ``path`` is None."""
+    return SeekConfig() if path is None else config_from_dict(read_ros_parameters(path))

@@ -1,0 +1,195 @@
+"""The one episode implementation: what a policy sees, what it answers, and the loop around it.
+
+The same objects run inside the ROS policy node, ``panoseeker eval`` and GRPO rollouts:
+
+* :class:`SeekAgent` turns observations into decisions for one episode (step count, the T limit,
+  step records). It never touches the world.
+* :class:`ActiveAlignment` turns a STOP box into a final mask: segment, move so the mask centroid
+  reaches the optical centre, re-segment with the box carried over.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from .actions import Action, box_to_pixels
+from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, view_mask_centroid_dir
+
+
+@dataclass
+class Observation:
+    """What the policy sees at one step.
+
+    view: (H, W, 3) uint8 RGB; canvas: EgoSphere with prompts (Hc, Wc, 3) uint8;
+    trajectory: visited poses, the current one last; step: decisions made so far.
+    """
+
+    view: np.ndarray
+    canvas: np.ndarray
+    pose: Pose
+    instruction: str
+    step: int
+    trajectory: tuple[Pose, ...]
+    initial_pose: Pose
+    stamp: float = 0.0  # seconds; the source image's time on a robot
+
+
+@dataclass
+class Decision:
+    """A policy's answer: the action, the raw text it came from and bookkeeping for the step record."""
+
+    action: Action
+    text: str = ""
+    parse_failures: int = 0  # answers that did not parse before this one (see the policy's retry rule)
+    info: dict = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    name: str
+
+    def reset(self, instruction: str, initial_pose: Pose) -> None: ...
+
+    def act(self, obs: Observation) -> Decision: ...
+
+
+class Segmenter(Protocol):
+    """Box → mask on one view. ``box_px`` is (x1, y1, x2, y2) in view pixels; returns (H, W) bool."""
+
+    name: str
+
+    def segment(self, view: np.ndarray, box_px, pose: Pose) -> np.ndarray: ...
+
+
+@dataclass
+class StepRecord:
+    step: int
+    pose: Pose
+    action: Action
+    text: str
+    parse_failures: int
+    latency_s: float
+
+    def as_dict(self) -> dict:
+        return {"step": self.step, "pose": self.pose.as_dict(), "action": self.action.to_text(),
+                "text": self.text, "parse_failures": self.parse_failures, "latency_s": round(self.latency_s, 6)}
+
+
+class SeekAgent:
+    """Runs one policy through one episode of at most ``max_steps`` decisions.
+
+    The episode ends at STOP or after ``max_steps`` decisions; in the second case it is truncated
+    and ends without a box (a failure), whatever the last answer was.
+    """
+
+    def __init__(self, policy: Policy, max_steps: int = 20):
+        self.policy = policy
+        self.max_steps = int(max_steps)
+        self.records: list[StepRecord] = []
+        self.instruction = ""
+        self.done = True
+        self.truncated = False
+
+    def start(self, instruction: str, initial_pose: Pose) -> None:
+        if not instruction or not instruction.strip():
+            raise ValueError("the instruction is empty; give a sentence naming the target, e.g. 'the chair next to the bed'")
+        self.instruction = instruction.strip()
+        self.records = []
+        self.done = False
+        self.truncated = False
+        self.policy.reset(self.instruction, initial_pose)
+
+    @property
+    def steps(self) -> int:
+        return len(self.records)
+
+    @property
+    def final_action(self) -> Action | None:
+        return self.records[-1].action if self.records else None
+
+    def decide(self, obs: Observation) -> Decision:
+        if self.done:
+            raise RuntimeError("the episode has ended; call start() for a new one")
+        t0 = time.perf_counter()
+        decision = self.policy.act(obs)
+        latency = time.perf_counter() - t0
+        self.records.append(StepRecord(len(self.records) + 1, obs.pose, decision.action, decision.text,
+                                       decision.parse_failures, latency))
+        if decision.action.stop:
+            self.done = True
+        elif len(self.records) >= self.max_steps:
+            self.done, self.truncated = True, True
+        return decision
+
+
+def rotate_view_mask(mask: np.ndarray, src: Pose, dst: Pose, intr: Intrinsics) -> np.ndarray:
+    """A view mask taken at ``src`` as it appears in the view at ``dst`` (pure rotation homography)."""
+    k = intr.matrix.copy()
+    flip = np.diag([1.0, -1.0, 1.0])  # image y is down, camera y is up
+    rel = camera_rotation(dst).T @ camera_rotation(src)
+    h = k @ flip @ rel @ flip @ np.linalg.inv(k)
+    return cv2.warpPerspective(mask.astype(np.uint8), h, (intr.width, intr.height), flags=cv2.INTER_NEAREST) > 0
+
+
+class ActiveAlignment:
+    """Segment the STOP box, centre the mask centroid, re-segment with the box carried over.
+
+    Split in two calls so a remote camera (the ROS graph) can move between them:
+    ``start`` returns the pose to look at (None when the first mask is empty: nothing to align);
+    ``finish`` takes the view taken there and returns the final mask.
+    """
+
+    def __init__(self, segmenter: Segmenter, intrinsics: Intrinsics):
+        self.segmenter = segmenter
+        self.intrinsics = intrinsics
+        self.first_mask: np.ndarray | None = None
+        self.first_pose: Pose | None = None
+        self.carried_box_px = None
+        self.final_mask: np.ndarray | None = None
+
+    def start(self, view: np.ndarray, pose: Pose, box_px) -> Pose | None:
+        self.first_pose, self.final_mask, self.carried_box_px = pose, None, None
+        self.first_mask = np.asarray(self.segmenter.segment(view, box_px, pose), dtype=bool)
+        target = view_mask_centroid_dir(self.first_mask, pose, self.intrinsics)
+        if target is None:
+            self.final_mask = self.first_mask
+        return target
+
+    def finish(self, view: np.ndarray, pose: Pose) -> np.ndarray:
+        if self.first_mask is None:
+            raise RuntimeError("ActiveAlignment.finish called before start")
+        moved = rotate_view_mask(self.first_mask, self.first_pose, pose, self.intrinsics)
+        box = mask_bbox(moved)
+        if box is None:  # the target left the view (tilt limits): keep what we had
+            self.final_mask = self.first_mask
+            return self.final_mask
+        self.carried_box_px = box
+        self.final_mask = np.asarray(self.segmenter.segment(view, box, pose), dtype=bool)
+        return self.final_mask
+
+
+@dataclass
+class Segmentation:
+    """The outcome of the STOP phase on one view: where the camera ended and the mask it saw."""
+
+    pose: Pose
+    view: np.ndarray
+    mask: np.ndarray  # (H, W) bool, empty when nothing was segmented
+    aligned: bool
+
+
+def segment_with_alignment(camera, segmenter: Segmenter, view: np.ndarray, pose: Pose, box,
+                           intrinsics: Intrinsics) -> Segmentation:
+    """In-process STOP phase: ``box`` is the policy's 0–1000 box (None: no target, empty mask)."""
+    if box is None:
+        return Segmentation(pose, view, np.zeros(view.shape[:2], dtype=bool), False)
+    aligner = ActiveAlignment(segmenter, intrinsics)
+    target = aligner.start(view, pose, box_to_pixels(box, intrinsics.width, intrinsics.height))
+    if target is None:
+        return Segmentation(pose, view, aligner.final_mask, False)
+    new_view = camera.look(target.theta, target.phi)
+    new_pose = camera.pose()
+    return Segmentation(new_pose, new_view, aligner.finish(new_view, new_pose), True)

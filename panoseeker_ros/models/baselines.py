@@ -1,0 +1,137 @@
+"""Baseline policies: ``expert`` (oracle shortest path), ``scan`` (fixed sweep + detector) and ``random``."""
+from __future__ import annotations
+
+import heapq
+import zlib
+
+import numpy as np
+
+from ..core.actions import Action, lattice_moves
+from ..core.episode import Decision, Observation
+from ..core.geometry import Pose, pose_distance
+from .oracle import OracleDetector
+
+_MOVES = lattice_moves()
+
+
+def _key(p: Pose) -> tuple[float, float]:
+    return round(p.theta % 360.0, 3), round(p.phi, 3)
+
+
+class ExpertPolicy:
+    """Oracle expert: the shortest path on the action lattice to the lattice pose nearest the target,
+    then STOP with the ground-truth box. Uses the scene's ground truth (simulation only).
+
+    "Shortest" means least great-circle path length, ties broken by fewer steps; it replans every
+    step, so it also serves as the SFT demonstration generator from any state.
+    """
+
+    name = "expert"
+
+    def __init__(self, detector: OracleDetector, target: Pose, tilt_limits=(-90.0, 90.0), step_cost_deg: float = 0.01):
+        self.detector = detector
+        self.target = target
+        self.tilt_limits = tilt_limits
+        self.step_cost_deg = step_cost_deg
+
+    def reset(self, instruction: str, initial_pose: Pose) -> None:
+        pass
+
+    def _move(self, p: Pose, a: Action) -> Pose:
+        q = p.moved(a.dtheta, a.dphi)
+        return Pose(q.theta, float(np.clip(q.phi, *self.tilt_limits)))
+
+    def plan(self, start: Pose) -> list[Action]:
+        """Moves from ``start`` to the reachable lattice pose nearest the target (Dijkstra)."""
+        dist = {_key(start): 0.0}
+        prev: dict = {}
+        poses = {_key(start): start}
+        heap = [(0.0, 0, _key(start))]
+        while heap:
+            cost, steps, k = heapq.heappop(heap)
+            if cost > dist[k]:
+                continue
+            for a in _MOVES:
+                q = self._move(poses[k], a)
+                kq = _key(q)
+                c = cost + pose_distance(poses[k], q) + self.step_cost_deg
+                if c < dist.get(kq, np.inf) - 1e-9:
+                    dist[kq], prev[kq], poses[kq] = c, (k, a), q
+                    heapq.heappush(heap, (c, steps + 1, kq))
+        goal = min(poses, key=lambda k: (round(pose_distance(poses[k], self.target), 6), dist[k]))
+        moves = []
+        while goal != _key(start):
+            goal, a = prev[goal]
+            moves.append(a)
+        return moves[::-1]
+
+    def act(self, obs: Observation) -> Decision:
+        moves = self.plan(obs.pose)
+        action = moves[0] if moves else Action.stop_at(self.detector.detect(obs.pose))
+        return Decision(action, action.to_text())
+
+
+class ScanPolicy:
+    """The fixed heuristic sweep: upper row → equator → lower row, three headings 120° apart (at most
+    9 views), stopping as soon as its detector reports the target; STOP without a box after the sweep."""
+
+    name = "scan"
+    ROWS_DEG = (60.0, 0.0, -60.0)
+    HEADINGS_DEG = (0.0, 120.0, 240.0)
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.sweep: list[Pose] = []
+        self.index = 0
+
+    def reset(self, instruction: str, initial_pose: Pose) -> None:
+        t0 = initial_pose.theta
+        grid = [Pose(t0 + h, r).normalized() for r in self.ROWS_DEG for h in self.HEADINGS_DEG]
+        start = Pose(t0, 0.0).normalized()
+        # the start view stands for the equator look straight ahead: 1 + 8 = 9 looks at most
+        self.sweep = [p for p in grid if p != start]
+        self.index = 0
+
+    def act(self, obs: Observation) -> Decision:
+        box = self.detector.detect(obs.pose)
+        if box is not None:
+            action = Action.stop_at(box)
+        elif self.index < len(self.sweep):
+            action = _relative_move(obs.pose, self.sweep[self.index])
+            self.index += 1
+        else:
+            action = Action.stop_at(None)
+        return Decision(action, action.to_text())
+
+
+def _relative_move(src: Pose, dst: Pose) -> Action:
+    """The lattice move from ``src`` to ``dst`` (both on the 30° lattice relative to each other)."""
+    dt = round(((dst.theta - src.theta + 180.0) % 360.0 - 180.0) / 30.0) * 30
+    dt = 180 if dt == -180 else dt
+    return Action.move(dt, round((dst.phi - src.phi) / 30.0) * 30)
+
+
+class RandomPolicy:
+    """Uniform random lattice moves; STOPs with probability ``p_stop`` each step, with a random box.
+    Seeded per episode from the seed and the instruction, so runs repeat exactly."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0, p_stop: float = 0.1):
+        self.seed = seed
+        self.p_stop = p_stop
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, instruction: str, initial_pose: Pose) -> None:
+        self.rng = np.random.default_rng(
+            [self.seed, zlib.crc32(f"{instruction}|{initial_pose.theta:.3f}|{initial_pose.phi:.3f}".encode())])
+
+    def act(self, obs: Observation) -> Decision:
+        if self.rng.random() < self.p_stop:
+            cx, cy = self.rng.uniform(100, 900, size=2)
+            w, h = self.rng.uniform(50, 400, size=2)
+            box = np.clip([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 0, 1000)
+            action = Action.stop_at(box)
+        else:
+            action = _MOVES[int(self.rng.integers(len(_MOVES)))]
+        return Decision(action, action.to_text())

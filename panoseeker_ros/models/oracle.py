@@ -1,0 +1,47 @@
+"""Simulator-only components that read the scene's ground truth. Named ``oracle`` wherever they appear."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.actions import pixels_to_box
+from ..core.environment import GroundTruth
+from ..core.geometry import Intrinsics, Pose, dir_to_view_pixel, mask_bbox, project_erp_mask
+
+
+class OracleDetector:
+    """Reports the target when its ground-truth centroid is inside the view and enough of its mask is
+    visible; the box is the visible part's bounding box."""
+
+    name = "oracle"
+
+    def __init__(self, truth: GroundTruth, intrinsics: Intrinsics, min_visible_px: int = 64):
+        self.truth = truth
+        self.intrinsics = intrinsics
+        self.min_visible_px = min_visible_px
+
+    def detect(self, pose: Pose):
+        """0–1000 box of the target in the view at ``pose``, or None when it is not (enough) visible."""
+        x, y, front = dir_to_view_pixel(self.truth.centroid.theta, self.truth.centroid.phi, pose, self.intrinsics)
+        if not (front and 0 <= x < self.intrinsics.width and 0 <= y < self.intrinsics.height):
+            return None
+        visible = project_erp_mask(self.truth.mask, pose, self.intrinsics)
+        if visible.sum() < self.min_visible_px:
+            return None
+        return pixels_to_box(mask_bbox(visible), self.intrinsics.width, self.intrinsics.height)
+
+
+class OracleSegmenter:
+    """The ground-truth mask as seen from the current pose, restricted to the given box."""
+
+    name = "oracle"
+
+    def __init__(self, truth: GroundTruth, intrinsics: Intrinsics):
+        self.truth = truth
+        self.intrinsics = intrinsics
+
+    def segment(self, view: np.ndarray, box_px, pose: Pose) -> np.ndarray:
+        mask = project_erp_mask(self.truth.mask, pose, self.intrinsics)
+        x1, y1, x2, y2 = (int(round(v)) for v in box_px)
+        inside = np.zeros_like(mask)
+        inside[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] = True
+        return mask & inside
