@@ -273,3 +273,29 @@ def mask_bbox(mask: np.ndarray):
     if ys.size == 0:
         return None
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# ROS interface angles (REP-103: radians, z up, x forward, y left; positive rotations counter-clockwise).
+# Pan is a rotation about +z, so turning right (θ > 0) is a negative pan; tilt is a rotation about +y
+# (left), so looking up (ϕ > 0) is a negative tilt.
+
+
+def pose_to_pan_tilt(pose: Pose) -> tuple[float, float]:
+    """Core pose (degrees) → (pan, tilt) joint positions in radians with REP-103 signs."""
+    return -float(np.radians(pose.theta)), -float(np.radians(pose.phi))
+
+
+def pan_tilt_to_pose(pan: float, tilt: float) -> Pose:
+    """(pan, tilt) joint positions in radians (REP-103) → core pose in degrees."""
+    return Pose(-float(np.degrees(pan)), -float(np.degrees(tilt))).normalized()
+
+
+def move_from_joint_delta(dpan: float, dtilt: float) -> tuple[float, float]:
+    """A relative joint move in radians (REP-103) → (Δθ, Δϕ) in degrees."""
+    return -float(np.degrees(dpan)), -float(np.degrees(dtilt))
+
+
+def joint_delta_from_move(dtheta: float, dphi: float) -> tuple[float, float]:
+    """(Δθ, Δϕ) in degrees → relative joint move (Δpan, Δtilt) in radians (REP-103)."""
+    return -float(np.radians(dtheta)), -float(np.radians(dphi))
