@@ -161,14 +161,40 @@ class ActiveAlignment:
     def finish(self, view: np.ndarray, pose: Pose) -> np.ndarray:
         if self.first_mask is None:
             raise RuntimeError("ActiveAlignment.finish called before start")
-        moved = rotate_view_mask(self.first_mask, self.first_pose, pose, self.intrinsics)
-        box = mask_bbox(moved)
+        box = carried_box(self.first_mask, self.first_pose, pose, self.intrinsics)
         if box is None:  # the target left the view (tilt limits): keep what we had
             self.final_mask = self.first_mask
             return self.final_mask
         self.carried_box_px = box
         self.final_mask = np.asarray(self.segmenter.segment(view, box, pose), dtype=bool)
         return self.final_mask
+
+
+def carried_box(mask: np.ndarray, src: Pose, dst: Pose, intr: Intrinsics):
+    """The box of a view mask from ``src`` carried into the view at ``dst``: (x1, y1, x2, y2) pixels or None.
+
+    Where the mask touched the border of the ``src`` view the object may continue beyond what was
+    seen, so the box grows by its own extent on that side (clipped to the new view).
+    """
+    moved = rotate_view_mask(mask, src, dst, intr)
+    box = mask_bbox(moved)
+    if box is None:
+        return None
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    grow = {"left": mask[:, 0].any(), "right": mask[:, -1].any(), "top": mask[0].any(), "bottom": mask[-1].any()}
+    # which side of the new view each border of the old one faces: follow the border's midpoint
+    footprint = rotate_view_mask(np.ones_like(mask), src, dst, intr)
+    fb = mask_bbox(footprint) or (0, 0, intr.width, intr.height)
+    if grow["left"] and fb[0] > 0:
+        x1 = max(0, x1 - w)
+    if grow["right"] and fb[2] < intr.width:
+        x2 = min(intr.width, x2 + w)
+    if grow["top"] and fb[1] > 0:
+        y1 = max(0, y1 - h)
+    if grow["bottom"] and fb[3] < intr.height:
+        y2 = min(intr.height, y2 + h)
+    return x1, y1, x2, y2
 
 
 @dataclass

@@ -1,0 +1,198 @@
+"""``panoseeker``: the command line of the package (simulator, benchmark, models, ROS graph)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from .core.config import ConfigError, load_config
+from .core.dataset import DatasetError, load_dataset, load_rgb
+from .core.geometry import Pose
+from .core.visualize import save_rgb
+from .paths import sample_dataset
+
+# Modules that add their own subcommands with ``register(subparsers)``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+class UsageError(Exception):
+    """A mistake on the command line; printed as one line."""
+
+
+def _add_policy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default="expert", help="expert | scan | random | qwen (default: expert)")
+    p.add_argument("--segmenter", default="oracle", help="oracle | sam3 (default: oracle)")
+    p.add_argument("--model", help="qwen: model directory or hub id (default Qwen/Qwen3-VL-8B-Instruct)")
+    p.add_argument("--adapter", help="qwen: LoRA adapter directory")
+    p.add_argument("--memory", default="egosphere", help="qwen: none | text | visual | hybrid | egosphere")
+    p.add_argument("--decoding", default="constrained", help="qwen: constrained | greedy")
+    p.add_argument("--sam-model", help="sam3: model directory or hub id (default facebook/sam3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    p.add_argument("--config", help="parameter YAML (default: built-in defaults, same as config/seek.yaml)")
+
+
+def _factories(args):
+    from .models.registry import policy_factory, segmenter_factory
+
+    policy_opts = {}
+    if args.policy == "qwen":
+        policy_opts = {k: v for k, v in (("model", args.model), ("adapter", args.adapter), ("memory", args.memory),
+                                          ("decoding", args.decoding)) if v is not None}
+    seg_opts = {"model": args.sam_model} if args.segmenter == "sam3" and args.sam_model else {}
+    return policy_factory(args.policy, seed=args.seed, **policy_opts), segmenter_factory(args.segmenter, **seg_opts)
+
+
+def cmd_eval(args) -> int:
+    from .evaluation import evaluate, format_table
+
+    config = load_config(args.config)
+    dataset = load_dataset(args.dataset)
+    policies, segmenters = _factories(args)
+    summary, _ = evaluate(dataset, policies, segmenters, config, args.out, progress=not args.quiet, limit=args.limit)
+    title = f"policy={args.policy} segmenter={args.segmenter} dataset={dataset.path} (tau={config.reward.tau_deg:g} deg)"
+    print(format_table(summary, title))
+    print(f"wrote {Path(args.out) / 'summary.json'} and {Path(args.out) / 'episodes.jsonl'}")
+    return 0
+
+
+def cmd_render_view(args) -> int:
+    from .core.geometry import PanoramaRenderer
+
+    config = load_config(args.config)
+    erp = load_rgb(args.erp)
+    try:
+        renderer = PanoramaRenderer(erp)
+    except ValueError as exc:
+        raise UsageError(f"--erp {args.erp}: {exc}") from None
+    if not -90.0 <= args.phi <= 90.0:
+        raise UsageError(f"--phi {args.phi} is out of range; elevation is in degrees within [-90, 90]")
+    save_rgb(args.out, renderer.render(Pose(args.theta, args.phi), config.camera.intrinsics()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_make_scenes(args) -> int:
+    from .core.scenes import generate_benchmark
+
+    background = args.background
+    if background != "plain" and not Path(background).is_file():
+        raise UsageError(f"--background {background} is neither 'plain' nor an existing ERP image")
+    path = generate_benchmark(args.out, n_scenes=args.scenes, episodes_per_scene=args.per_scene, seed=args.seed,
+                              background=background, erp_width=args.width)
+    print(f"wrote {path} ({len(load_dataset(path))} episodes)")
+    return 0
+
+
+def cmd_show_episode(args) -> int:
+    from .evaluation import episode_png
+
+    run = Path(args.run)
+    summary_path, lines_path = run / "summary.json", run / "episodes.jsonl"
+    if not lines_path.is_file() or not summary_path.is_file():
+        raise UsageError(f"--run {run} has no summary.json/episodes.jsonl; pass the --out directory of 'panoseeker eval'")
+    records = [json.loads(line) for line in lines_path.read_text().splitlines() if line.strip()]
+    if not records:
+        raise UsageError(f"{lines_path} holds no episodes")
+    record = records[0] if args.episode is None else next((r for r in records if r["id"] == args.episode), None)
+    if record is None:
+        raise UsageError(f"episode {args.episode!r} is not in {lines_path}; ids there start with {records[0]['id']!r}")
+    dataset = load_dataset(args.dataset or json.loads(summary_path.read_text())["dataset"])
+    save_rgb(args.out, episode_png(dataset, record, load_config(args.config)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """One episode of the bedroom sample in the simulator, printed step by step, drawn to a PNG."""
+    from .core.environment import SeekEnv, run_episode
+    from .core.episode import SeekAgent
+    from .evaluation import episode_png
+
+    config = load_config(args.config)
+    dataset = load_dataset(args.dataset or sample_dataset())
+    spec = dataset.by_id(args.episode) if args.episode else dataset.episodes[0]
+    policies, segmenters = _factories(args)
+    env = SeekEnv(spec, config)
+    result = run_episode(env, SeekAgent(policies(env), config.episode.max_steps), segmenters(env))
+    print(f"instruction [{spec.category}]: {spec.instruction}")
+    for step in result.steps:
+        pose = step["pose"]
+        print(f"  step {step['step']:2d} at (θ={pose['theta']:7.1f}°, ϕ={pose['phi']:5.1f}°): {step['action']}")
+    r = result.outcome
+    print(f"{'success' if result.success else 'failure'}: IoU {r.iou:.2f}, final distance {r.final_distance_deg:.1f}°, "
+          f"path {r.path_deg:.0f}° (shortest {r.shortest_deg:.0f}°)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_rgb(out, episode_png(dataset, result.as_dict(), config))
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="panoseeker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("eval", help="run a policy over an APRS dataset and print SR / AS / SPL / mIoU")
+    p.add_argument("--dataset", required=True, help="dataset.json or its directory")
+    p.add_argument("--out", required=True, help="output directory (summary.json, episodes.jsonl)")
+    p.add_argument("--limit", type=int, help="only the first N episodes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_policy_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("render-view", help="render a perspective view of a panorama")
+    p.add_argument("--erp", required=True, help="equirectangular image (2:1)")
+    p.add_argument("--theta", type=float, required=True, help="azimuth in degrees, positive right")
+    p.add_argument("--phi", type=float, required=True, help="elevation in degrees, positive up")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--config", help="parameter YAML for the camera's field of view and size")
+    p.set_defaults(func=cmd_render_view)
+
+    p = sub.add_parser("make-scenes", help="generate a seeded benchmark of synthetic scenes and instructions")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--scenes", type=int, default=8)
+    p.add_argument("--per-scene", type=int, default=4, help="episodes per scene")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--background", default="plain", help="'plain' or an ERP image to insert objects into")
+    p.add_argument("--width", type=int, default=2048, help="ERP width in pixels (height is half)")
+    p.set_defaults(func=cmd_make_scenes)
+
+    p = sub.add_parser("show-episode", help="draw an evaluated episode: EgoSphere, path, final mask")
+    p.add_argument("--run", required=True, help="the --out directory of 'panoseeker eval'")
+    p.add_argument("--episode", help="episode id (default: the first)")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--dataset", help="dataset (default: the one recorded in summary.json)")
+    p.add_argument("--config", help="parameter YAML")
+    p.set_defaults(func=cmd_show_episode)
+
+    p = sub.add_parser("demo", help="one simulated episode on the bedroom sample, printed and drawn")
+    p.add_argument("--out", default="out/demo_episode.png", help="output PNG")
+    p.add_argument("--dataset", help="dataset (default: the shipped bedroom sample)")
+    p.add_argument("--episode", help="episode id (default: the first)")
+    _add_policy_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ConfigError, DatasetError) as exc:
+        print(f"panoseeker {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # unknown policy or segmenter names, bad option values
+        print(f"panoseeker {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"panoseeker {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
