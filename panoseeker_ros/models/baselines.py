@@ -8,10 +8,12 @@ import numpy as np
 
 from ..core.actions import Action, lattice_moves
 from ..core.episode import Decision, Observation
-from ..core.geometry import Pose, pose_distance
+from ..core.geometry import Pose, great_circle_deg
 from .oracle import OracleDetector
 
 _MOVES = lattice_moves()
+_DT = np.array([a.dtheta for a in _MOVES])
+_DP = np.array([a.dphi for a in _MOVES])
 
 
 def _key(p: Pose) -> tuple[float, float]:
@@ -37,31 +39,36 @@ class ExpertPolicy:
     def reset(self, instruction: str, initial_pose: Pose) -> None:
         pass
 
-    def _move(self, p: Pose, a: Action) -> Pose:
-        q = p.moved(a.dtheta, a.dphi)
-        return Pose(q.theta, float(np.clip(q.phi, *self.tilt_limits)))
+    def _neighbours(self, p: Pose):
+        """All lattice moves from ``p`` at once: (theta, phi, step length) arrays of len(_MOVES)."""
+        theta = (p.theta + _DT + 180.0) % 360.0 - 180.0
+        phi = np.clip(np.clip(p.phi + _DP, -90.0, 90.0), *self.tilt_limits)
+        return theta, phi, great_circle_deg(p.theta, p.phi, theta, phi)
 
     def plan(self, start: Pose) -> list[Action]:
         """Moves from ``start`` to the reachable lattice pose nearest the target (Dijkstra)."""
-        dist = {_key(start): 0.0}
-        prev: dict = {}
-        poses = {_key(start): start}
-        heap = [(0.0, 0, _key(start))]
+        start_key = _key(start)
+        dist, prev, poses = {start_key: 0.0}, {}, {start_key: start}
+        heap = [(0.0, start_key)]
         while heap:
-            cost, steps, k = heapq.heappop(heap)
+            cost, k = heapq.heappop(heap)
             if cost > dist[k]:
                 continue
-            for a in _MOVES:
-                q = self._move(poses[k], a)
+            thetas, phis, lengths = self._neighbours(poses[k])
+            for i in range(len(_MOVES)):
+                q = Pose(float(thetas[i]), float(phis[i]))
                 kq = _key(q)
-                c = cost + pose_distance(poses[k], q) + self.step_cost_deg
+                c = cost + float(lengths[i]) + self.step_cost_deg
                 if c < dist.get(kq, np.inf) - 1e-9:
-                    dist[kq], prev[kq], poses[kq] = c, (k, a), q
-                    heapq.heappush(heap, (c, steps + 1, kq))
-        goal = min(poses, key=lambda k: (round(pose_distance(poses[k], self.target), 6), dist[k]))
-        moves = []
-        while goal != _key(start):
-            goal, a = prev[goal]
+                    dist[kq], prev[kq], poses[kq] = c, (k, _MOVES[i]), q
+                    heapq.heappush(heap, (c, kq))
+        keys = list(poses)
+        to_target = great_circle_deg(np.array([poses[k].theta for k in keys]), np.array([poses[k].phi for k in keys]),
+                                     self.target.theta, self.target.phi)
+        goal = min(range(len(keys)), key=lambda i: (round(float(to_target[i]), 6), dist[keys[i]]))
+        node, moves = keys[goal], []
+        while node != start_key:
+            node, a = prev[node]
             moves.append(a)
         return moves[::-1]
 
