@@ -124,3 +124,15 @@ def test_rep103_joint_conversions():
     assert pan == pytest.approx(-np.radians(30)) and tilt == pytest.approx(-np.radians(20))  # right/up are negative
     assert pan_tilt_to_pose(pan, tilt) == Pose(pytest.approx(30), pytest.approx(20))
     assert joint_delta_from_move(-60, 0) == (pytest.approx(np.radians(60)), 0.0)
+
+
+def test_view_centroid_agrees_with_the_erp_centroid(cube_erp):
+    from conftest import label_mask
+    from panoseeker_ros.core.geometry import view_mask_centroid_dir
+
+    truth = label_mask(cube_erp)
+    c = spherical_centroid(truth)
+    for pose in (Pose(90, 0), Pose(50, 20), Pose(110, -20)):  # centred and far off-centre, wholly in view
+        seen = project_erp_mask(truth, pose, INTR)
+        v = view_mask_centroid_dir(seen, pose, INTR)
+        assert great_circle_deg(v.theta, v.phi, c.theta, c.phi) < 0.5

@@ -258,12 +258,18 @@ def spherical_centroid(mask: np.ndarray) -> Pose | None:
 
 
 def view_mask_centroid_dir(mask: np.ndarray, pose: Pose, intr: Intrinsics) -> Pose | None:
-    """Direction of the centroid of a view mask (mean of its pixel rays); None when empty."""
+    """Area-weighted centroid direction of a view mask; None when empty.
+
+    Each pixel is weighted by the solid angle it covers (∝ cos³ of its angle to the optical axis), so
+    the result agrees with :func:`spherical_centroid` of the same region in an ERP.
+    """
     ys, xs = np.nonzero(mask)
     if ys.size == 0:
         return None
-    theta, phi = view_pixel_to_dir(xs, ys, pose, intr)
-    t, p = vec_to_dir(dir_to_vec(theta, phi).sum(axis=0))
+    rays = np.stack([(xs - intr.cx) / intr.fx, -(ys - intr.cy) / intr.fy, np.ones(xs.shape)], axis=-1)
+    norm = np.linalg.norm(rays, axis=-1, keepdims=True)
+    weighted = (rays / norm) / norm ** 3
+    t, p = vec_to_dir(weighted.sum(axis=0) @ camera_rotation(pose).T)
     return Pose(float(t), float(p)).normalized()
 
 

@@ -19,14 +19,17 @@ all angles in degrees, Δθ = wrap(θ_object − θ_reference) in [−180, 180):
   left of / right of (as seen by the camera, which looks outwards): Δθ ∈ [−75, −10] / [10, 75]
   and |ϕ − ϕ_A| ≤ 35.
 * UNIQ: exactly one object in the scene matches X.
-* MULTIHOP: an EGO clause and an ALLO relation together ("turn around and find the triangle next to
-  the yellow square").
+* MULTIHOP: an EGO clause and an ALLO relation, both holding ("turn around and find the triangle
+  next to the yellow square").
 
 A written instruction is unambiguous with a margin of ``MARGIN_DEG``: the target satisfies it with
 every range shrunk by the margin, and every other object fails it with every range widened by the
 margin. For EGO, ALLO and MULTIHOP, X matches at least two objects, so the spatial part matters.
 The start pose is chosen so that no part of the target is in the initial view (and its centre is
 more than 75° away), and so that the EGO clause is true.
+
+``generate_benchmark`` writes a whole dataset (see its docstring); the smaller functions
+(``make_scene``, ``place_object``, ``write_instructions``, ``satisfies``...) serve tests and demos.
 """
 from __future__ import annotations
 
@@ -236,30 +239,28 @@ def plain_room(rng: np.random.Generator, width: int) -> np.ndarray:
     corner = side != np.roll(side, 1)
     wall_gain[corner | np.roll(corner, -1)] *= 0.8
     doors = ((rng.uniform(-180.0, 180.0, size=int(rng.integers(3, 7))) + 180.0) * width / 360.0).astype(int) % width
-    frame_gain = np.ones(width)
-    frame_gain[doors] = 0.85
-    level = (tan_phi[:, None] * dist[None, :]).astype(np.float32)  # (H, W) metres above the camera on the wall
-    gain = (wall_gain[None, :] * (0.9 + 0.1 * np.clip(level / above, -1.0, 1.0))).astype(np.float32)
+    door_cols = np.zeros(width, dtype=bool)
+    door_cols[doors] = True
+    level = tan_phi[:, None].astype(np.float32) * dist[None, :].astype(np.float32)  # (H, W) metres on the wall
+    gain = wall_gain[None, :].astype(np.float32) * (np.float32(0.9) + np.float32(0.1 / above) *
+                                                    np.clip(level, -above, above))
     gain[(level >= -below) & (level < -below + 0.12)] *= 0.7  # skirting board
-    door = (level >= -below) & (level <= -below + 2.05)  # door frames reach 2 m above the floor
-    gain[door] *= np.broadcast_to(frame_gain[None, :], door.shape)[door].astype(np.float32)
-    label = np.zeros((height, width), np.uint8)
+    door = (level >= -below) & (level <= -below + 2.05) & door_cols[None, :]  # frames 2 m high
+    gain[door] *= np.float32(0.85)
+    img = gain[..., None] * palette[0]
     f0 = int(np.searchsorted(-tan_phi, below / dist.max()))  # first row that can see the floor
-    reach = (below / np.maximum(-tan_phi[f0:], 1e-9))[:, None]  # floor distance, metres
-    fx, fz = reach * sin_a[None, :] / 0.6, reach * cos_a[None, :] / 0.6  # in 60 cm tiles
+    reach = (below / np.maximum(-tan_phi[f0:], 1e-9)).astype(np.float32)[:, None]  # floor distance, metres
+    fx, fz = reach * (sin_a / 0.6).astype(np.float32), reach * (cos_a / 0.6).astype(np.float32)  # in 60 cm tiles
     tiles = (np.floor(fx) + np.floor(fz)) % 2
     seams = (np.abs(fx - np.round(fx)) < 0.02) | (np.abs(fz - np.round(fz)) < 0.02)
     floor_gain = (0.95 + 0.05 * tiles - 0.15 * seams) * (0.75 + 0.25 * np.exp(-reach / 4.0))
     is_floor = level[f0:] < -below
-    gain[f0:][is_floor] = floor_gain[is_floor]
-    label[f0:][is_floor] = 1
+    img[f0:][is_floor] = floor_gain[is_floor][:, None] * palette[1]
     c1 = int(np.searchsorted(-tan_phi, -above / dist.max()))  # rows above this can see the ceiling
     is_ceiling = level[:c1] > above
-    gain[:c1][is_ceiling] = np.broadcast_to((0.93 + 0.07 * np.clip(tan_phi[:c1], 0, 3) / 3)[:, None],
-                                            is_ceiling.shape)[is_ceiling]
-    label[:c1][is_ceiling] = 2
-    img = palette[label] * gain[..., None]
-    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+    ceiling_gain = np.broadcast_to((0.93 + 0.07 * np.clip(tan_phi[:c1], 0, 3) / 3)[:, None], is_ceiling.shape)
+    img[:c1][is_ceiling] = ceiling_gain[is_ceiling][:, None].astype(np.float32) * palette[2]
+    return cv2.convertScaleAbs(img)  # rounds and saturates to uint8
 
 
 def load_background(path, width: int) -> np.ndarray:
@@ -525,8 +526,12 @@ def category_schedule(total: int, rng: np.random.Generator) -> list[str]:
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
-    img = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+    """RGB (H, W, 3) uint8, or a 0/255 mask (H, W) uint8 stored as a 1-bit PNG (small and fast)."""
+    if image.ndim == 3:
+        img, params = cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    else:
+        img, params = image, [cv2.IMWRITE_PNG_BILEVEL, 1]
+    if not cv2.imwrite(str(path), img, params):
         raise SceneError(f"cannot write {path}; check that the output directory is writable")
 
 

@@ -21,19 +21,24 @@ def _key(p: Pose) -> tuple[float, float]:
 
 
 class ExpertPolicy:
-    """Oracle expert: the shortest path on the action lattice to the lattice pose nearest the target,
-    then STOP with the ground-truth box. Uses the scene's ground truth (simulation only).
+    """Oracle expert: the shortest path on the action lattice to a pose that has the target within
+    ``stop_radius_deg``, then STOP with the ground-truth box. Uses the scene's ground truth
+    (simulation only).
 
-    "Shortest" means least great-circle path length, ties broken by fewer steps; it replans every
-    step, so it also serves as the SFT demonstration generator from any state.
+    Among the lattice poses within the radius it picks the one that minimises the whole path,
+    moves plus the final alignment to the target (great-circle degrees, ties broken by fewer steps);
+    without such a pose, the nearest one. It replans every step, so it also serves as the SFT
+    demonstration generator from any state.
     """
 
     name = "expert"
 
-    def __init__(self, detector: OracleDetector, target: Pose, tilt_limits=(-90.0, 90.0), step_cost_deg: float = 0.01):
+    def __init__(self, detector: OracleDetector, target: Pose, tilt_limits=(-90.0, 90.0),
+                 stop_radius_deg: float = 30.0, step_cost_deg: float = 0.01):
         self.detector = detector
         self.target = target
         self.tilt_limits = tilt_limits
+        self.stop_radius_deg = stop_radius_deg
         self.step_cost_deg = step_cost_deg
 
     def reset(self, instruction: str, initial_pose: Pose) -> None:
@@ -46,7 +51,7 @@ class ExpertPolicy:
         return theta, phi, great_circle_deg(p.theta, p.phi, theta, phi)
 
     def plan(self, start: Pose) -> list[Action]:
-        """Moves from ``start`` to the reachable lattice pose nearest the target (Dijkstra)."""
+        """Moves from ``start`` to the best stopping pose on the lattice (Dijkstra)."""
         start_key = _key(start)
         dist, prev, poses = {start_key: 0.0}, {}, {start_key: start}
         heap = [(0.0, start_key)]
@@ -65,7 +70,11 @@ class ExpertPolicy:
         keys = list(poses)
         to_target = great_circle_deg(np.array([poses[k].theta for k in keys]), np.array([poses[k].phi for k in keys]),
                                      self.target.theta, self.target.phi)
-        goal = min(range(len(keys)), key=lambda i: (round(float(to_target[i]), 6), dist[keys[i]]))
+        inside = [i for i in range(len(keys)) if to_target[i] < self.stop_radius_deg]
+        if inside:
+            goal = min(inside, key=lambda i: round(dist[keys[i]] + float(to_target[i]), 6))
+        else:  # tilt limits keep the target out of reach: get as close as possible
+            goal = min(range(len(keys)), key=lambda i: (round(float(to_target[i]), 6), dist[keys[i]]))
         node, moves = keys[goal], []
         while node != start_key:
             node, a = prev[node]

@@ -21,7 +21,8 @@ def policy_factory(name: str, seed: int = 0, **model_options) -> Callable[[SeekE
     detector); ``qwen`` takes ``model`` (directory or hub id) and optional ``adapter``."""
     if name == "expert":
         return lambda env: ExpertPolicy(OracleDetector(env.truth, env.intrinsics), env.truth.centroid,
-                                        (env.config.camera.tilt_min_deg, env.config.camera.tilt_max_deg))
+                                        (env.config.camera.tilt_min_deg, env.config.camera.tilt_max_deg),
+                                        stop_radius_deg=env.config.reward.tau_deg)
     if name == "scan":
         return lambda env: ScanPolicy(OracleDetector(env.truth, env.intrinsics))
     if name == "random":
