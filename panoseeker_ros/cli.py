@@ -14,7 +14,7 @@ from .core.visualize import save_rgb
 from .paths import sample_dataset
 
 # Modules that add their own subcommands with ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("panoseeker_ros.models.commands", "panoseeker_ros.nodes.commands")
 
 
 class UsageError(Exception):

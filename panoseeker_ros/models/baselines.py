@@ -4,11 +4,12 @@ from __future__ import annotations
 import heapq
 import zlib
 
+import cv2
 import numpy as np
 
 from ..core.actions import Action, lattice_moves
 from ..core.episode import Decision, Observation
-from ..core.geometry import Pose, great_circle_deg
+from ..core.geometry import Pose, dir_to_view_pixel, erp_pixel_to_dir, great_circle_deg
 from .oracle import OracleDetector
 
 _MOVES = lattice_moves()
@@ -25,9 +26,9 @@ class ExpertPolicy:
     ``stop_radius_deg``, then STOP with the ground-truth box. Uses the scene's ground truth
     (simulation only).
 
-    Among the lattice poses within the radius it picks the one that minimises the whole path,
-    moves plus the final alignment to the target (great-circle degrees, ties broken by fewer steps);
-    without such a pose, the nearest one. It replans every step, so it also serves as the SFT
+    Among the lattice poses within the radius, preferring those that see the whole target (so the
+    alignment move can centre it), it picks the one that minimises the whole path, moves plus the
+    final alignment (great-circle degrees); without such a pose, the nearest one. It replans every step, so it also serves as the SFT
     demonstration generator from any state.
     """
 
@@ -40,6 +41,7 @@ class ExpertPolicy:
         self.tilt_limits = tilt_limits
         self.stop_radius_deg = stop_radius_deg
         self.step_cost_deg = step_cost_deg
+        self._outline = _outline_directions(detector.truth.mask) if detector is not None else None
 
     def reset(self, instruction: str, initial_pose: Pose) -> None:
         pass
@@ -71,6 +73,8 @@ class ExpertPolicy:
         to_target = great_circle_deg(np.array([poses[k].theta for k in keys]), np.array([poses[k].phi for k in keys]),
                                      self.target.theta, self.target.phi)
         inside = [i for i in range(len(keys)) if to_target[i] < self.stop_radius_deg]
+        whole = [i for i in inside if self._sees_whole_target(poses[keys[i]])]
+        inside = whole or inside
         if inside:
             goal = min(inside, key=lambda i: round(dist[keys[i]] + float(to_target[i]), 6))
         else:  # tilt limits keep the target out of reach: get as close as possible
@@ -81,10 +85,28 @@ class ExpertPolicy:
             moves.append(a)
         return moves[::-1]
 
+    def _sees_whole_target(self, pose: Pose) -> bool:
+        if self._outline is None:
+            return True
+        intr = self.detector.intrinsics
+        x, y, front = dir_to_view_pixel(self._outline[0], self._outline[1], pose, intr)
+        return bool(front.all() and (x >= 0).all() and (x < intr.width).all() and (y >= 0).all()
+                    and (y < intr.height).all())
+
     def act(self, obs: Observation) -> Decision:
         moves = self.plan(obs.pose)
         action = moves[0] if moves else Action.stop_at(self.detector.detect(obs.pose))
         return Decision(action, action.to_text())
+
+
+def _outline_directions(mask: np.ndarray, most: int = 256):
+    """(θ, ϕ) arrays of up to ``most`` points on the outline of an ERP mask."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    pts = pts[:: max(1, len(pts) // most)]
+    return erp_pixel_to_dir(pts[:, 0], pts[:, 1], mask.shape[1], mask.shape[0])
 
 
 class ScanPolicy:

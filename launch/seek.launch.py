@@ -1,0 +1,36 @@
+"""The panoseeker graph on a ROS 2 install: camera, EgoSphere, policy and segmentation nodes.
+
+    ros2 launch panoseeker_ros seek.launch.py [params_file:=/path/seek.yaml] [namespace:=/panoseeker]
+
+Every node reads the one params file (shared ``/**`` section + its own section). The policy and
+segmentation nodes are lifecycle nodes that configure and activate themselves (parameter
+``autostart``), so no lifecycle manager is needed; with ``autostart: false`` drive them with
+``ros2 lifecycle set``. Without ros2 launch (pip install) the same graph is ``panoseeker launch``.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+NODES = ("camera_node", "egosphere_node", "policy_node", "segmentation_node")
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory("panoseeker_ros"), "config", "seek.yaml")
+    params_file = LaunchConfiguration("params_file")
+    namespace = LaunchConfiguration("namespace")
+    log_level = LaunchConfiguration("log_level")
+    return LaunchDescription([
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="ROS params YAML for all nodes (config/seek.yaml form)"),
+        DeclareLaunchArgument("namespace", default_value="panoseeker",
+                              description="namespace of every topic and service"),
+        DeclareLaunchArgument("log_level", default_value="info", description="node log level"),
+        *[Node(package="panoseeker_ros", executable=name, name=name, namespace=namespace,
+               parameters=[params_file], arguments=["--ros-args", "--log-level", log_level],
+               output="screen", emulate_tty=True)
+          for name in NODES],
+    ])

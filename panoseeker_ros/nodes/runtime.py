@@ -1,0 +1,140 @@
+"""What every node shares: the ``main`` runner, lifecycle autostart, blocking service calls, warn-once
+logging, and loading a simulated episode by parameters."""
+from __future__ import annotations
+
+import gc
+import re
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.node import Node
+
+from ..core.config import ConfigError, SeekConfig
+from ..core.dataset import DatasetError, load_dataset
+
+
+class WarnOnce:
+    """Log a warning the first time a ``key`` is seen: a stream of bad messages logs one line, not thousands."""
+
+    def __init__(self, node: Node):
+        self._logger = node.get_logger()
+        self._seen: set = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, key, text: str) -> None:
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+        self._logger.warning(text + " (logged once; further ones are dropped silently)")
+
+
+def load_sim_env(dataset: str, episode_id: str, config: SeekConfig, who: str):
+    """The simulated episode named by the ``dataset`` / ``episode_id`` parameters (a core SeekEnv)."""
+    from ..core.environment import SeekEnv
+
+    if not dataset:
+        raise ConfigError(f"{who}: parameter 'dataset' is empty; set it to a dataset.json "
+                          f"(e.g. -p dataset:=sim/bedroom/dataset.json)")
+    try:
+        ds = load_dataset(dataset)
+        spec = ds.by_id(episode_id) if episode_id else ds.episodes[0]
+    except DatasetError as exc:
+        raise ConfigError(f"{who}: parameter 'dataset' / 'episode_id': {exc}") from None
+    return SeekEnv(spec, config)
+
+
+def call_service(client, request, timeout_s: float):
+    """Call a service from inside a callback (needs a multi-threaded executor and the client in a
+    group that can run meanwhile); the response, or None when unavailable or late."""
+    if not client.wait_for_service(timeout_sec=timeout_s):
+        return None
+    done = threading.Event()
+    future = client.call_async(request)
+    future.add_done_callback(lambda _: done.set())
+    if not done.wait(timeout_s):
+        client.remove_pending_request(future)
+        return None
+    return future.result()
+
+
+class AutostartMixin:
+    """Lifecycle nodes with an ``autostart`` parameter configure and activate themselves, so the graph
+    needs no lifecycle manager; ``ros2 lifecycle set`` still works when it is false."""
+
+    def autostart(self: LifecycleNode) -> None:
+        if not self.get_parameter("autostart").value:
+            return
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return
+        self.trigger_activate()
+
+
+def spin_forever(executor, node: Node) -> None:
+    """Spin until shutdown; a callback that raises is logged and the node goes on (one bad message or
+    one bug in a rarely used path must not take the graph down)."""
+    while node.context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.5)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            node.get_logger().error(f"a callback raised {type(exc).__name__}: {exc}; the node goes on\n"
+                                    + traceback.format_exc())
+
+
+def run_node(make_node: Callable[[], Node], args=None, threads: int = 1, name: str = "node") -> int:
+    """Init rclpy, build and spin one node until Ctrl-C / SIGTERM / shutdown; always destroy the node
+    and shut rclpy down. Settings errors print one line and give exit code 1."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+        executor.add_node(node)
+        if isinstance(node, AutostartMixin):
+            node.autostart()
+        spin_forever(executor, node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ConfigError, DatasetError) as exc:
+        rclpy.logging.get_logger(name).error(str(exc))
+        code = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model_param(who: str, param: str, value: str, what: str) -> str | None:
+    """A model parameter's value checked before anything loads: None when empty (the backend's default),
+    the path when it exists, a hub id (``org/name``) as is; anything else fails with one line."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.exists():
+        return str(path)
+    if _HUB_ID.match(value) and not value.startswith((".", "/", "~")):
+        return value
+    raise ConfigError(f"{who}: parameter '{param}' = {value}: no such directory; set it to {what} "
+                      f"(-p {who}:{param}:=/path/to/model)")
+
+
+def free_accelerator_memory() -> None:
+    """Return cached GPU memory after a model was dropped (only when torch is already loaded)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

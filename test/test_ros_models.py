@@ -1,0 +1,95 @@
+"""The learned backends inside the graph: Qwen3-VL policy and SAM-3 segmenter nodes, with tiny random-weight
+models on the CPU (real architectures, meaningless outputs), and their lifecycle (unload / reload)."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("transformers")
+
+from geometry_msgs.msg import PolygonStamped  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from models_fixtures import tiny_model_dirs  # noqa: E402
+from test_ros_graph import NS, PARAMS, Client, _env, _free_domain, green_dataset  # noqa: E402,F401
+
+from panoseeker_ros.core.actions import parse_action  # noqa: E402
+from panoseeker_ros.nodes import interface as api  # noqa: E402
+from panoseeker_ros.nodes.conversions import box_to_polygon, header, time_msg  # noqa: E402
+from panoseeker_ros.nodes.launcher import Graph  # noqa: E402
+
+MAX_STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_graph(green_dataset, tmp_path_factory):
+    models = tiny_model_dirs()
+    domain = _free_domain()
+    log = tmp_path_factory.mktemp("tiny_graph") / "nodes.log"
+    with open(log, "w") as out:
+        g = Graph(PARAMS, NS, shared={"dataset": str(green_dataset), "episode_id": "cube-0",
+                                      "episode": {"max_steps": MAX_STEPS}},
+                  per_node={"policy_node": {"backend": "qwen", "model": str(models["qwen"]), "device": "cpu"},
+                            "segmentation_node": {"backend": "sam3", "model": str(models["sam3"]), "device": "cpu"}},
+                  env=_env(domain), stdout=out, stderr=subprocess.STDOUT)
+        client = None
+        try:
+            g.start()
+            client = Client(domain)
+            reason = client.op.wait_ready(90.0)
+            assert reason is None, f"{reason}\n{log.read_text()}"
+            yield g, client, log
+        finally:
+            if client is not None:
+                client.close()
+            g.stop()
+
+
+def test_qwen_policy_node_searches_step_by_step(tiny_graph):
+    g, c, log = tiny_graph
+    outcome = c.op.seek("the green face", timeout=90)
+    assert outcome.state in ("success", "failure"), f"{outcome.message}\n{log.read_text()}"
+    steps = outcome.feedback
+    assert 1 <= len(steps) <= MAX_STEPS
+    for i, fb in enumerate(steps, 1):
+        assert fb["step"] == i and fb["latency_s"] > 0
+        assert parse_action(fb["action"]).ok  # every answer became a legal action
+    assert outcome.result is not None and outcome.result["stamp"] >= steps[-1]["stamp"]
+    assert g.exited() == {}
+
+
+def test_sam3_segmentation_node_segments_a_box_with_alignment(tiny_graph):
+    g, c, log = tiny_graph
+    t = c.now_ns()
+    c.pub_move.publish(c.pub_move.msg_type(name=["pan"], position=[0.0]))  # a fresh view to draw on
+    c.pose_after(t)
+    stamp = [s for s, _ in c.poses if s > t][-1]
+    pub = c.node.create_publisher(PolygonStamped, api.TARGET, api.COMMAND_QOS)
+    c.spin_until(lambda: pub.get_subscription_count() > 0, 10, "the segmentation node")
+    pub.publish(box_to_polygon((312.0, 184.0, 712.0, 584.0), header(time_msg(stamp), "camera")))
+    res = c.spin_until(lambda: [r for _, r in c.op.results if r["stamp"] >= stamp], 60, "the sam3 result")[-1]
+    assert res["backend"] == "sam3" and res["box"] is not None
+    assert isinstance(res["iou"], float) and 0.0 <= res["iou"] <= 1.0  # ground truth known: scored
+    assert res["aligned"] or res["mask_pixels"] == 0  # a non-empty mask is always followed by the alignment look
+    assert g.exited() == {}
+
+
+def test_deactivate_unloads_the_policy_and_activate_reloads_it(tiny_graph):
+    g, c, _ = tiny_graph
+
+    def transition(tid):
+        req = ChangeState.Request()
+        req.transition.id = tid
+        return c.call(f"{NS}/policy_node/change_state", ChangeState, req, timeout=60).success
+
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert c.call(f"{NS}/policy_node/get_state", GetState).current_state.label == "inactive"
+    rejected = c.op.seek("the green face", timeout=10, ready_timeout=1)
+    assert rejected.state in ("rejected", "unreachable") and "not active" in rejected.message
+    assert transition(Transition.TRANSITION_ACTIVATE)
+    assert c.call(f"{NS}/policy_node/get_state", GetState).current_state.label == "active"
+    again = c.op.seek("the green face", timeout=90)
+    assert again.state in ("success", "failure"), again.message
+    assert g.exited() == {}
