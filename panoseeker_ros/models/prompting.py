@@ -1,0 +1,149 @@
+"""What the Qwen3-VL policy reads: the system prompt, the per-step chat messages and the memory variants.
+
+A prompt is a list of chat messages in the Hugging Face multimodal format (``{"type": "image"}``
+placeholders and ``{"type": "text", "text": ...}`` parts) plus the images, in placeholder order.
+Text that stays constant within an episode (system prompt, instruction) comes first, so the policy
+can reuse its key/value cache for it from one step to the next.
+
+Memory variants (``memory=``), the ablation of METHOD.md:
+
+* ``none``: the current view only;
+* ``text``: a text log of the previous camera directions and moves;
+* ``visual``: the current view and up to :data:`VISUAL_BUFFER` previous views, oldest first;
+* ``hybrid``: the text log and the previous views;
+* ``egosphere`` (default): the current view and the EgoSphere canvas.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.actions import BOX_SCALE, DPHI_VALUES, DTHETA_VALUES
+from ..core.episode import Observation
+from ..core.geometry import DEFAULT_FOV_DEG, Pose
+
+MEMORY_VARIANTS = ("none", "text", "visual", "hybrid", "egosphere")
+VISUAL_BUFFER = 5  # previous views shown by the visual and hybrid variants
+
+
+def _signed_list(values) -> str:
+    return ", ".join(f"{v:+d}" if v else "0" for v in values)
+
+
+def _fmt_pose(pose: Pose) -> str:
+    return f"θ={pose.theta:+.0f}°, ϕ={pose.phi:+.0f}°"
+
+
+def system_prompt(memory: str = "egosphere") -> str:
+    """The task, the images of the chosen memory variant and the action grammar of core/actions.py."""
+    check_memory(memory)
+    fov_h, fov_v = (int(v) for v in DEFAULT_FOV_DEG)
+    lines = [
+        f"You control a pan-tilt camera with a {fov_h}°×{fov_v}° field of view standing inside a 360° scene. "
+        "Find the object described by the instruction: turn the camera step by step until the object is in "
+        "the current view, then stop and mark it with a box.",
+        "",
+        "Directions: θ is the azimuth (positive to the right), ϕ the elevation (positive up), both in degrees.",
+        "The current view is what the camera sees now, centred on the direction it points at.",
+    ]
+    if memory in ("text", "hybrid"):
+        lines.append("A log lists the directions you looked at before and the move you made at each.")
+    if memory in ("visual", "hybrid"):
+        lines.append(f"You also see up to {VISUAL_BUFFER} previous views, oldest first, each labelled with its "
+                     "step and direction.")
+    if memory == "egosphere":
+        lines += [
+            "The EgoSphere image is an equirectangular map of everything seen so far: its left edge is "
+            "θ=-180°, its right edge θ=+180°, its centre column θ=0°; its top edge is ϕ=+90°, its bottom edge "
+            "ϕ=-90°. Grey grid lines are drawn every 30°. The red crosshair marks the centre of the current "
+            "view. Blue arrows show the path the camera has taken so far. Black areas are unexplored.",
+        ]
+    lines += [
+        "",
+        "Answer with exactly one action and nothing else:",
+        f"MOVE <dθ> <dϕ>  turn relative to the current direction; dθ is one of {_signed_list(DTHETA_VALUES)}; "
+        f"dϕ is one of {_signed_list(DPHI_VALUES)}; MOVE 0 0 is not an action.",
+        f"STOP [x1, y1, x2, y2]  the target is in the current view: its box on the current view in "
+        f"0-{BOX_SCALE} coordinates (x to the right, y down, x1 < x2, y1 < y2).",
+        "STOP  give up: the target cannot be found.",
+        "Examples: MOVE +60 0 | MOVE -30 +30 | MOVE +180 0 | STOP [412, 380, 590, 720]",
+    ]
+    return "\n".join(lines)
+
+
+def check_memory(memory: str) -> str:
+    if memory not in MEMORY_VARIANTS:
+        raise ValueError(f"unknown memory variant {memory!r}; choose one of {', '.join(MEMORY_VARIANTS)}")
+    return memory
+
+
+@dataclass
+class PastStep:
+    """One earlier decision of the episode: where the camera looked, what it saw and what was answered."""
+
+    step: int
+    pose: Pose
+    view: np.ndarray  # (H, W, 3) uint8, kept by reference (views are not modified after capture)
+    answer: str  # the action text the policy acted on
+
+
+@dataclass
+class EpisodeHistory:
+    """The policy's own record of the current episode, built from the observations it was given."""
+
+    steps: list[PastStep] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.steps.clear()
+
+    def add(self, obs: Observation, answer: str) -> None:
+        self.steps.append(PastStep(obs.step, obs.pose, obs.view, answer))
+
+    def log_lines(self) -> list[str]:
+        return [f"step {s.step + 1}: at {_fmt_pose(s.pose)} answered {s.answer}" for s in self.steps]
+
+
+@dataclass
+class Prompt:
+    """Chat messages with ``{"type": "image"}`` placeholders, and the images (H, W, 3) uint8 RGB in order."""
+
+    messages: list[dict]
+    images: list[np.ndarray]
+
+    @property
+    def image_count(self) -> int:
+        return len(self.images)
+
+    def text_parts(self) -> list[str]:
+        return [part["text"] for m in self.messages if isinstance(m["content"], list)
+                for part in m["content"] if part["type"] == "text"]
+
+
+def build_prompt(memory: str, instruction: str, obs: Observation, history: EpisodeHistory,
+                 answer: str | None = None, system: str | None = None) -> Prompt:
+    """The messages for one decision. ``answer`` appends the assistant turn (supervised training)."""
+    check_memory(memory)
+    content: list[dict] = [{"type": "text", "text": f"Instruction: {instruction}\n"}]
+    images: list[np.ndarray] = []
+
+    def image(label: str, img: np.ndarray) -> None:
+        content.append({"type": "text", "text": label})
+        content.append({"type": "image"})
+        images.append(img)
+
+    if memory == "egosphere":
+        image("EgoSphere:", obs.canvas)
+    if memory in ("visual", "hybrid"):
+        for past in history.steps[-VISUAL_BUFFER:]:
+            image(f"Step {past.step + 1} view at {_fmt_pose(past.pose)}:", past.view)
+    if memory in ("text", "hybrid"):
+        log = history.log_lines()
+        content.append({"type": "text", "text": "Log:\n" + ("\n".join(log) if log else "(first step)") + "\n"})
+    image(f"Current view, step {obs.step + 1}, at {_fmt_pose(obs.pose)}:", obs.view)
+    content.append({"type": "text", "text": "\nYour action:"})
+    messages = [{"role": "system", "content": system if system is not None else system_prompt(memory)},
+                {"role": "user", "content": content}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return Prompt(messages, images)

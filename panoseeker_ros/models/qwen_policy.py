@@ -1,0 +1,787 @@
+"""Qwen3-VL as a PanoSeeker policy: one observation in, one action (core/actions.py grammar) out.
+
+The model is loaded once and stays resident (bf16 on CUDA, fp32 on CPU, SDPA attention, eval mode).
+Each step it reads the prompt of :mod:`.prompting` (the memory variant's images and text) and answers
+one action. Two decoders:
+
+* ``decoding="greedy"``: plain ``model.generate(do_sample=False)``, the reference.
+* ``decoding="constrained"`` (default): greedy decoding restricted to the action grammar
+  (:class:`ActionGrammar`): at every step the next token is the argmax over the tokens that keep the
+  answer a prefix of a valid action. When greedy's own argmax is allowed at every step (its answer is a
+  well-formed action) both decoders pick the same tokens, so they answer the same action. It is made
+  fast by (1) keeping the key/value cache of the text before the first image (system prompt and
+  instruction) from one step of an episode to the next, and (2) draft tries: after each chosen token,
+  the token trie of every way the grammar can go on from there (all MOVE spellings after the first
+  token; the rest of a box number and its separator) is appended to the cache in ONE forward pass with
+  a tree attention mask (each node sees the cache and its ancestors), which gives the next-token logits
+  at every node at once. While the greedy choices stay in the trie no further pass is needed; a choice
+  outside it is fed with the next draft. A MOVE answer takes two passes (prompt, one trie), a STOP box
+  about six. The tokens are always chosen from the logits alone: drafts change the number of passes,
+  never the answer (up to floating-point rounding between the batched and the one-token kernels,
+  which could only tip an exact near-tie).
+
+Parse-failure rule: an answer that does not parse (core.actions.parse_action) is retried ONCE with the
+constrained decoder; if that does not parse either, the decision is STOP without a box (the episode
+fails). ``Decision.parse_failures`` counts the answers that failed, ``Decision.text`` is the raw text
+of the last answer and ``Decision.info["failed_answers"]`` keeps the failed ones. In constrained mode
+every answer is in the grammar, so the retry is never needed. A failed answer is never replaced by a
+guessed move.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..core.actions import Action, lattice_moves, parse_action
+from ..core.episode import Decision, Observation
+from ..core.geometry import Pose
+from .prompting import EpisodeHistory, Prompt, build_prompt, check_memory
+
+DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
+DECODINGS = ("constrained", "greedy")
+IMAGE_PAD = "<|image_pad|>"
+BOX_OPEN = "STOP ["
+MAX_ANSWER_TOKENS = 64  # a hard stop for the constrained walk; the longest action is 29 characters
+
+
+class ModelLoadError(ValueError):
+    """A model, processor or adapter that cannot be loaded; the one-line message names it and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The action grammar, character by character.
+
+
+def _spellings(value: float) -> list[str]:
+    """Ways to write one move component that parse_action reads back as ``value``."""
+    v = int(value)
+    if v == 0:
+        return ["0"]
+    if v == 180:
+        return ["+180", "180", "-180"]
+    return [f"{v:+d}"] + ([] if v < 0 else [str(v)])
+
+
+def _number_prefix_ok(digits: str, lo: int, hi: int) -> bool:
+    """Can ``digits`` be extended to a decimal integer in [lo, hi] written without leading zeros?"""
+    if not digits:
+        return lo <= hi
+    if digits[0] == "0":
+        return digits == "0" and lo <= 0
+    value = int(digits)
+    for extra in range(0, 5 - len(digits)):
+        low, high = value * 10 ** extra, value * 10 ** extra + 10 ** extra - 1
+        if low <= hi and high >= lo:
+            return True
+    return False
+
+
+def _number_ok(digits: str, lo: int, hi: int) -> bool:
+    return bool(digits) and (digits == "0" or digits[0] != "0") and lo <= int(digits) <= hi
+
+
+@dataclass(frozen=True)
+class BoxScan:
+    """Where the text after ``STOP [`` stands in 'x1, y1, x2, y2]' (integers, 0 <= x1 < x2 <= 1000, same for y).
+
+    ``open_field``: (digits so far, lowest and highest value allowed, separator after it) when the text
+    ends inside a number."""
+
+    viable: bool
+    complete: bool = False
+    open_field: tuple[str, int, int, str] | None = None
+
+
+def scan_box(rest: str) -> BoxScan:
+    nums: list[int] = []
+    i = 0
+    for k in range(4):
+        lo, hi = (nums[k - 2] + 1 if k >= 2 else 0), (999 if k < 2 else 1000)
+        sep = ", " if k < 3 else "]"
+        j = i
+        while j < len(rest) and rest[j] in "0123456789":
+            j += 1
+        digits = rest[i:j]
+        if j == len(rest):
+            ok = _number_prefix_ok(digits, lo, hi)
+            return BoxScan(ok, open_field=(digits, lo, hi, sep) if ok else None)
+        if not _number_ok(digits, lo, hi):
+            return BoxScan(False)
+        tail = rest[j:j + len(sep)]
+        if tail != sep:  # a separator cut short by the end of the text is still viable
+            return BoxScan(j + len(tail) == len(rest) and sep.startswith(tail))
+        nums.append(int(digits))
+        i = j + len(sep)
+    return BoxScan(i == len(rest), i == len(rest))
+
+
+def number_completions(digits: str, lo: int, hi: int) -> list[str]:
+    """Every digit string that completes ``digits`` into an integer in [lo, hi] without leading zeros."""
+    out = []
+    for extra in range(0, 5 - len(digits)):
+        for v in range(10 ** extra):
+            tail = str(v).zfill(extra) if extra else ""
+            if _number_ok(digits + tail, lo, hi):
+                out.append(tail)
+    return out
+
+
+class ActionGrammar:
+    """The answers the constrained decoder may write (every one parses to the action it spells).
+
+    * ``MOVE a b`` for every lattice move, each component signed (``+30``) or, when positive, unsigned
+      (``30``); 0 as ``0``; 180 also as ``-180``; single spaces.
+    * ``STOP``, and ``STOP [x1, y1, x2, y2]`` with integers 0..1000 without leading zeros, x1 < x2, y1 < y2.
+    """
+
+    def __init__(self):
+        words = {"STOP"}
+        for move in lattice_moves():
+            for a in _spellings(move.dtheta):
+                for b in _spellings(move.dphi):
+                    words.add(f"MOVE {a} {b}")
+        self.words = frozenset(words)
+        stems = words | {BOX_OPEN}
+        self._prefixes = frozenset(w[:i] for w in stems for i in range(len(w) + 1))
+        self._proper_prefixes = frozenset(w[:i] for w in stems for i in range(len(w)))
+        self.alphabet = frozenset("".join(stems) + "0123456789, ]")
+
+    def viable(self, text: str) -> bool:
+        """Is ``text`` a prefix of some answer?"""
+        if text in self._prefixes:
+            return True
+        return text.startswith(BOX_OPEN) and scan_box(text[len(BOX_OPEN):]).viable
+
+    def complete(self, text: str) -> bool:
+        """Is ``text`` a whole answer?"""
+        if text in self.words:
+            return True
+        return text.startswith(BOX_OPEN) and scan_box(text[len(BOX_OPEN):]).complete
+
+    def extendable(self, text: str) -> bool:
+        """Is ``text`` a proper prefix of some answer (could the answer go on)?"""
+        if text in self._proper_prefixes:
+            return True
+        if not text.startswith(BOX_OPEN):
+            return False
+        scan = scan_box(text[len(BOX_OPEN):])
+        return scan.viable and not scan.complete
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The byte ↔ printable-character map of byte-level BPE vocabularies (GPT-2, Qwen)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def token_pieces(tokenizer) -> list[str | None]:
+    """The text each token id adds to an answer; None for special/added tokens and partial UTF-8 bytes."""
+    size = len(tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+    skip = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    decoder = {c: b for b, c in _bytes_to_unicode().items()}
+    pieces: list[str | None] = []
+    failed = 0
+    for i, tok in enumerate(tokens):
+        if tok is None or i in skip:
+            pieces.append(None)
+            continue
+        try:
+            pieces.append(bytes(decoder[c] for c in tok).decode("utf-8"))
+        except (KeyError, UnicodeDecodeError):
+            pieces.append(None)
+            failed += 1
+    if failed > size // 2:  # not a byte-level vocabulary: ask the tokenizer token by token
+        pieces = [None if i in skip else tokenizer.decode([i]) for i in range(size)]
+    return pieces
+
+
+class TokenConstraint:
+    """The grammar seen through one tokenizer: which token ids may follow a partial answer."""
+
+    def __init__(self, grammar: ActionGrammar, pieces: list[str | None], eos_ids, device):
+        self.grammar = grammar
+        self.pieces = pieces
+        self.eos_ids = sorted(set(int(i) for i in eos_ids))
+        self.device = device
+        self._by_first: dict[str, list[tuple[int, str]]] = {}
+        for i, piece in enumerate(pieces):
+            if piece and set(piece) <= grammar.alphabet:
+                self._by_first.setdefault(piece[0], []).append((i, piece))
+        self._cache: dict[str, tuple[list[int], torch.Tensor]] = {}
+
+    def text_of(self, token_ids) -> str:
+        return "".join(self.pieces[int(t)] or "" for t in token_ids)
+
+    def allowed(self, text: str) -> tuple[list[int], torch.Tensor]:
+        """Sorted ids allowed after ``text`` (with the end tokens when ``text`` is complete): a list and a tensor."""
+        hit = self._cache.get(text)
+        if hit is None:
+            g = self.grammar
+            ids = [i for first, items in self._by_first.items() if g.viable(text + first)
+                   for i, piece in items if g.viable(text + piece)]
+            if g.complete(text):
+                ids += self.eos_ids
+            ids.sort()
+            if len(self._cache) > 20000:
+                self._cache.clear()
+            hit = self._cache[text] = (ids, torch.tensor(ids, dtype=torch.long, device=self.device))
+        return hit
+
+
+@dataclass
+class AnswerTrie:
+    """A token trie scored in one forward pass: the draft of how an answer may go on.
+
+    Nodes are in breadth-first order; ``depth`` is 1 for the root tokens.
+    ``visible`` (N, N) bool: node i attends to node j when j is i or one of its ancestors.
+    """
+
+    tokens: list[int]
+    parents: list[int]
+    depth: list[int]
+    children: dict[tuple[int, int], int]
+    visible: torch.Tensor
+
+    @classmethod
+    def build(cls, sequences: list[list[int]], device) -> "AnswerTrie":
+        children: dict[tuple[int, int], int] = {}
+        tokens, parents, depth = [], [], []
+        frontier = [(-1, seq) for seq in sequences]
+        level = 0
+        while frontier:  # breadth first
+            level += 1
+            nxt = []
+            for parent, seq in frontier:
+                if not seq:
+                    continue
+                key = (parent, int(seq[0]))
+                if key not in children:
+                    children[key] = len(tokens)
+                    tokens.append(int(seq[0]))
+                    parents.append(parent)
+                    depth.append(level)
+                nxt.append((children[key], seq[1:]))
+            frontier = nxt
+        n = len(tokens)
+        visible = np.eye(n, dtype=bool)
+        for i in range(n):  # breadth-first order: a parent's row is complete before its children's
+            if parents[i] >= 0:
+                visible[i] |= visible[parents[i]]
+        return cls(tokens, parents, depth, children, torch.from_numpy(visible).to(device))
+
+    def child(self, node: int, token: int) -> int | None:
+        return self.children.get((node, token))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs.
+
+
+@dataclass
+class EncodedPrompt:
+    """Model inputs of one prompt (batch of one).
+
+    input_ids / mm_token_type_ids: (1, L) (type 1 marks image tokens); pixel_values: (patches,
+    3·2·P·P) float32 on the model's device; image_grid_thw: (images, 3) int64 (t, h, w in patches).
+    """
+
+    input_ids: torch.Tensor
+    mm_token_type_ids: torch.Tensor
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    def generate_kwargs(self) -> dict:
+        kw = {"input_ids": self.input_ids, "attention_mask": torch.ones_like(self.input_ids),
+              "mm_token_type_ids": self.mm_token_type_ids}
+        if self.pixel_values is not None:
+            kw.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        return kw
+
+
+@dataclass
+class ImageSettings:
+    """Qwen-VL image preprocessing: size limits in pixels, patching, normalisation."""
+
+    patch_size: int = 16
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    min_pixels: int = 65536
+    max_pixels: int = 16777216
+    mean: tuple = (0.5, 0.5, 0.5)
+    std: tuple = (0.5, 0.5, 0.5)
+    rescale: float = 1 / 255
+
+    @classmethod
+    def from_processor(cls, proc) -> "ImageSettings":
+        size = proc.size
+        get = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+        return cls(int(proc.patch_size), int(proc.merge_size), int(proc.temporal_patch_size),
+                   int(get("shortest_edge") or get("min_pixels") or cls.min_pixels),
+                   int(get("longest_edge") or get("max_pixels") or cls.max_pixels),
+                   tuple(float(v) for v in proc.image_mean), tuple(float(v) for v in proc.image_std),
+                   float(proc.rescale_factor))
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """Qwen-VL ``smart_resize``: sides multiple of patch·merge, area within [min_pixels, max_pixels]."""
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        return smart_resize(height, width, self.patch_size * self.merge_size, self.min_pixels, self.max_pixels)
+
+
+def image_patches(image: np.ndarray, settings: ImageSettings, device) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(H, W, 3) uint8 RGB → (patches, 3·T·P·P) float32 on ``device`` and its (1, h, w) patch grid.
+
+    The layout of transformers' Qwen2-VL image processors (merge blocks contiguous, each patch repeated
+    over the temporal axis). Resizing, only when the image is off the size grid, is done on the host
+    (area when shrinking, cubic when enlarging); scaling, normalising and patching run on ``device``.
+    """
+    h, w = image.shape[:2]
+    th, tw = settings.target_size(h, w)
+    if (th, tw) != (h, w):
+        image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA if th * tw < h * w else cv2.INTER_CUBIC)
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True).permute(2, 0, 1).float()
+    mean = torch.tensor(settings.mean, device=device).view(3, 1, 1)
+    std = torch.tensor(settings.std, device=device).view(3, 1, 1)
+    x = (x * settings.rescale - mean) / std
+    p, m, t = settings.patch_size, settings.merge_size, settings.temporal_patch_size
+    gh, gw = th // p, tw // p
+    x = x.reshape(3, gh // m, m, p, gw // m, m, p).permute(1, 4, 2, 5, 0, 3, 6)
+    x = x.unsqueeze(5).expand(*x.shape[:5], t, p, p)
+    return x.reshape(gh * gw, 3 * t * p * p), (1, gh, gw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading.
+
+
+def resolve_model_source(model, what: str, download_hint: str) -> str:
+    """A local directory (must hold config.json) or a hub id, or a one-line error naming the fix."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{what} directory {path} has no config.json; pass a directory saved with "
+                                 f"save_pretrained ({download_hint})")
+        return str(path)
+    looks_local = text.startswith(("/", ".", "~")) or text.count("/") != 1
+    if looks_local:
+        raise ModelLoadError(f"{what} directory {path} does not exist; build tiny test models with "
+                             f"'panoseeker make-tiny-models --out DIR' or {download_hint}")
+    return text
+
+
+def _load_error(what: str, model, exc: Exception, hint: str) -> ModelLoadError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(f"cannot load {what} {model!s} ({first}); {hint}")
+
+
+def _torch_dtype(dtype, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+             "float32": torch.float32, "fp32": torch.float32}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
+    return names[dtype]
+
+
+def _chat_template(source: str, tokenizer) -> str:
+    """The chat template: chat_template.jinja, else chat_template.json, else the tokenizer's own."""
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json"):
+        try:
+            path = cached_file(source, name, _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False)
+        except OSError:
+            path = None
+        if path:
+            text = Path(path).read_text(encoding="utf-8")
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    raise ModelLoadError(f"{source} has no chat template (chat_template.jinja); copy the one of the base model there")
+
+
+def load_adapter(model, adapter, merge: bool = True):
+    """Apply a PEFT LoRA adapter directory; merged into the weights by default (no per-step LoRA cost)."""
+    path = Path(str(adapter)).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"adapter directory {path} does not exist; pass the directory a training run saved "
+                             f"(it holds adapter_config.json)")
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"adapter directory {path} has no adapter_config.json; pass a LoRA adapter saved with "
+                             f"PEFT save_pretrained")
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(path))
+    except Exception as exc:  # a mismatched adapter raises many kinds of errors
+        raise _load_error("adapter", path, exc, "was it trained on this base model?") from None
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy.
+
+
+@dataclass
+class Answer:
+    """One decoded answer: its text, its token ids and how it was obtained."""
+
+    text: str
+    tokens: list[int]
+    info: dict = field(default_factory=dict)
+
+
+class QwenPolicy:
+    """Qwen3-VL policy (core Policy protocol). Build with :meth:`from_pretrained`, or around a loaded
+    model, tokenizer and :class:`ImageSettings`. One episode at a time: ``reset`` clears the history."""
+
+    name = "qwen"
+
+    def __init__(self, model, tokenizer, image_settings: ImageSettings, chat_template: str,
+                 memory: str = "egosphere", decoding: str = "constrained", max_new_tokens: int = 32,
+                 prefix_cache: bool = True):
+        if decoding not in DECODINGS:
+            raise ValueError(f"unknown decoding {decoding!r}; choose one of {', '.join(DECODINGS)}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.images = image_settings
+        self.chat_template = chat_template
+        self.memory = check_memory(memory)
+        self.decoding = decoding
+        self.max_new_tokens = int(max_new_tokens)
+        self.prefix_cache = prefix_cache
+        self.device = next(model.parameters()).device
+        self.image_token_id = int(model.config.image_token_id)
+        gen = model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+            eos.add(im_end)
+        self.eos_ids = sorted(int(i) for i in eos if i is not None)
+        self.grammar = ActionGrammar()
+        self.constraint = TokenConstraint(self.grammar, token_pieces(tokenizer), self.eos_ids, self.device)
+        self._finite_answers = sorted(self.grammar.words) + [BOX_OPEN]  # everything but the box numbers
+        self._tries: dict[tuple[str, int], AnswerTrie | None] = {}
+        self.history = EpisodeHistory()
+        self.instruction = ""
+        self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, model=DEFAULT_MODEL, adapter=None, memory: str = "egosphere", device=None, dtype=None,
+                        max_new_tokens: int = 32, decoding: str = "constrained", prefix_cache: bool = True,
+                        merge_adapter: bool = True) -> "QwenPolicy":
+        """Load Qwen3-VL (local directory or hub id) and optionally a LoRA adapter directory, once.
+
+        device: "cuda", "cpu", ... (default: CUDA when available); dtype: default bf16 on CUDA, fp32 on CPU.
+        """
+        check_memory(memory)
+        if decoding not in DECODINGS:
+            raise ValueError(f"unknown decoding {decoding!r}; choose one of {', '.join(DECODINGS)}")
+        hint = (f"download the weights, e.g. 'hf download {DEFAULT_MODEL} --local-dir DIR', "
+                f"and pass --model DIR")
+        source = resolve_model_source(model, "Qwen3-VL model", hint)
+        from transformers import AutoImageProcessor, AutoTokenizer, Qwen3VLForConditionalGeneration
+
+        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        kwargs = {"dtype": _torch_dtype(dtype, dev), "attn_implementation": "sdpa"}
+        if dev.type == "cuda":
+            kwargs["device_map"] = {"": str(dev)}  # weights go straight to the GPU, no host copy
+        try:
+            net = Qwen3VLForConditionalGeneration.from_pretrained(source, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            image_processor = AutoImageProcessor.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise _load_error("Qwen3-VL model", model, exc, hint) from None
+        if dev.type != "cuda":
+            net = net.to(dev)
+        if adapter:
+            net = load_adapter(net, adapter, merge_adapter)
+        return cls(net, tokenizer, ImageSettings.from_processor(image_processor), _chat_template(source, tokenizer),
+                   memory=memory, decoding=decoding, max_new_tokens=max_new_tokens, prefix_cache=prefix_cache)
+
+    # -- Policy protocol -----------------------------------------------------------------------
+
+    def reset(self, instruction: str, initial_pose: Pose) -> None:
+        """Start an episode: clears the history and the cached prompt prefix (so weights changed between
+        episodes, as in RL training, never meet a stale cache)."""
+        self.instruction = instruction
+        self.history.clear()
+        self._prefix = None
+
+    @torch.inference_mode()
+    def act(self, obs: Observation) -> Decision:
+        """Decide one step; unparseable answers follow the rule in the module docstring."""
+        encoded = self.encode(self.prompt(obs))
+        answer = self.answer(encoded, self.decoding)
+        failed: list[str] = []
+        parsed = parse_action(answer.text)
+        if not parsed.ok:
+            failed.append(answer.text)
+            if self.decoding != "constrained":  # one retry; a constrained answer would come out the same
+                answer = self.answer(encoded, "constrained")
+                parsed = parse_action(answer.text)
+                if not parsed.ok:
+                    failed.append(answer.text)
+        action = parsed.action if parsed.ok else Action.stop_at(None)
+        self.history.add(obs, action.to_text())
+        info = dict(answer.info, failed_answers=failed)
+        if not parsed.ok:
+            info["parse_error"] = parsed.error
+        return Decision(action, answer.text, len(failed), info)
+
+    # -- prompt and inputs ---------------------------------------------------------------------
+
+    def prompt(self, obs: Observation) -> Prompt:
+        return build_prompt(self.memory, self.instruction or obs.instruction, obs, self.history)
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        return self.tokenizer.apply_chat_template(prompt.messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def encode(self, prompt: Prompt) -> EncodedPrompt:
+        """Chat template, image tokens expanded to each image's merged patch count, pixels patched on the device."""
+        text = self.prompt_text(prompt)
+        parts = text.split(IMAGE_PAD)
+        if len(parts) - 1 != len(prompt.images):
+            raise ValueError(f"the chat template produced {len(parts) - 1} image placeholders for "
+                             f"{len(prompt.images)} images; check the model's chat_template")
+        patches, grids = [], []
+        for img in prompt.images:
+            px, grid = image_patches(img, self.images, self.device)
+            patches.append(px)
+            grids.append(grid)
+        merge = self.images.merge_size ** 2
+        pieces = [parts[0]]
+        for grid, part in zip(grids, parts[1:]):
+            pieces.append(IMAGE_PAD * (grid[1] * grid[2] // merge))
+            pieces.append(part)
+        ids = torch.tensor([self.tokenizer("".join(pieces))["input_ids"]], dtype=torch.long, device=self.device)
+        mm = (ids == self.image_token_id).to(torch.int32)
+        pixel_values = torch.cat(patches) if patches else None
+        grid_thw = torch.tensor(grids, dtype=torch.long, device=self.device) if grids else None
+        return EncodedPrompt(ids, mm, pixel_values, grid_thw)
+
+    def training_inputs(self, prompt: Prompt, answer: str) -> dict:
+        """Model inputs for supervised training on one decision, tokenized exactly as at inference: the
+        prompt of :meth:`encode` followed by ``answer`` and the end-of-turn token; ``labels`` is -100 on the
+        prompt (the loss covers the answer and its end). Tensors of shape (1, L + answer length)."""
+        enc = self.encode(prompt)
+        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        answer_ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [end if isinstance(end, int)
+                                                                                     else self.eos_ids[0]]
+        tail = torch.tensor([answer_ids], dtype=torch.long, device=self.device)
+        ids = torch.cat([enc.input_ids, tail], dim=1)
+        labels = ids.clone()
+        labels[:, :enc.length] = -100
+        mm = torch.cat([enc.mm_token_type_ids, torch.zeros_like(tail, dtype=enc.mm_token_type_ids.dtype)], dim=1)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "mm_token_type_ids": mm,
+                "pixel_values": enc.pixel_values, "image_grid_thw": enc.image_grid_thw}
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def answer(self, encoded: EncodedPrompt, decoding: str) -> Answer:
+        """Decode one answer: ``constrained`` (fast), ``greedy`` (model.generate) or ``generate-constrained``
+        (model.generate restricted to the grammar token by token: the slow reference of ``constrained``)."""
+        if decoding == "constrained":
+            return self._decode_constrained(encoded)
+        if decoding in ("greedy", "generate-constrained"):
+            return self._generate(encoded, decoding == "generate-constrained")
+        raise ValueError(f"unknown decoding {decoding!r}; choose constrained, greedy or generate-constrained")
+
+    def _generate(self, encoded: EncodedPrompt, grammar: bool) -> Answer:
+        from transformers import GenerationConfig
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        config = GenerationConfig(do_sample=False, num_beams=1, eos_token_id=self.eos_ids, pad_token_id=pad,
+                                  max_new_tokens=MAX_ANSWER_TOKENS if grammar else self.max_new_tokens)
+        start = encoded.length
+        allowed = None
+        if grammar:
+            def allowed(_batch, ids):
+                return self.constraint.allowed(self.constraint.text_of(ids[start:].tolist()))[0]
+        out = self.model.generate(**encoded.generate_kwargs(), generation_config=config,
+                                  prefix_allowed_tokens_fn=allowed)
+        tokens = [int(t) for t in out[0, start:].tolist()]
+        while tokens and tokens[-1] in self.eos_ids:
+            tokens.pop()
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Answer(text.strip() if not grammar else text, tokens,
+                      {"decoding": "generate-constrained" if grammar else "greedy", "prompt_tokens": start,
+                       "answer_tokens": len(tokens)})
+
+    def _base(self):
+        """The Qwen3VLForConditionalGeneration inside (also when an unmerged PEFT wrapper sits around it)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def _vl_model(self):
+        return self._base().model
+
+    def _positions(self, encoded: EncodedPrompt) -> tuple[torch.Tensor, int]:
+        """(4, 1, L) position ids (text row + the three M-RoPE rows) and the M-RoPE offset of later tokens."""
+        ids = encoded.input_ids
+        text = torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1)
+        if encoded.image_grid_thw is None:
+            return text.expand(4, 1, -1), 0
+        mrope, delta = self._vl_model().get_rope_index(ids, mm_token_type_ids=encoded.mm_token_type_ids,
+                                                       image_grid_thw=encoded.image_grid_thw)
+        return torch.cat([text, mrope.to(text.dtype)], dim=0), int(delta.reshape(-1)[0])
+
+    def _prefill(self, encoded: EncodedPrompt):
+        """Run the prompt, reusing the cached text prefix of the previous prompt of the episode.
+
+        Returns (cache, logits (V,) of the last prompt token, M-RoPE delta, prefix tokens reused)."""
+        from transformers import DynamicCache
+
+        ids = encoded.input_ids
+        positions, delta = self._positions(encoded)
+        image_at = torch.nonzero(encoded.mm_token_type_ids[0])
+        text_end = int(image_at[0]) if len(image_at) else ids.shape[1] - 1  # the cacheable text before any image
+        reuse = 0
+        if self.prefix_cache and self._prefix is not None:
+            cached_ids, kv = self._prefix
+            row = ids[0, :min(len(cached_ids), text_end)].tolist()
+            while reuse < len(row) and row[reuse] == cached_ids[reuse]:
+                reuse += 1
+        cache = DynamicCache(ddp_cache_data=[(k[..., :reuse, :], v[..., :reuse, :]) for k, v in self._prefix[1]]) \
+            if reuse else DynamicCache()
+        kwargs = {}
+        if encoded.pixel_values is not None:
+            kwargs.update(pixel_values=encoded.pixel_values, image_grid_thw=encoded.image_grid_thw)
+        out = self.model(input_ids=ids[:, reuse:], position_ids=positions[..., reuse:], past_key_values=cache,
+                         use_cache=True, logits_to_keep=1, **kwargs)
+        if self.prefix_cache and text_end > reuse:
+            self._prefix = (ids[0, :text_end].tolist(), [(layer.keys[..., :text_end, :].clone(),
+                                                          layer.values[..., :text_end, :].clone())
+                                                         for layer in cache.layers])
+        return cache, out.logits[0, -1], delta, reuse
+
+    def _forward_token(self, cache, token: int, text_position: int, delta: int) -> torch.Tensor:
+        """Append one token at ``text_position`` (M-RoPE rows shifted by ``delta``); its next-token logits (V,)."""
+        pos = torch.full((4, 1, 1), text_position, dtype=torch.long, device=self.device)
+        pos[1:] += delta
+        ids = torch.tensor([[token]], dtype=torch.long, device=self.device)
+        return self.model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True).logits[0, -1]
+
+    def _continuations(self, text: str) -> list[str]:
+        """What a draft trie proposes after ``text``: every way to finish a MOVE / STOP answer, or inside a
+        box every way to finish the number begun (with its separator). Nothing at the start of a box number,
+        where all of 0..999 would make the draft bigger than the steps it saves."""
+        if text.startswith(BOX_OPEN):
+            field = scan_box(text[len(BOX_OPEN):]).open_field
+            if field is None or not field[0]:
+                return []
+            digits, lo, hi, sep = field
+            return [tail + sep for tail in number_completions(digits, lo, hi)]
+        return [w[len(text):] for w in self._finite_answers if w.startswith(text) and len(w) > len(text)]
+
+    def _draft_trie(self, text: str, token: int) -> AnswerTrie | None:
+        """The trie rooted at ``token`` (just written; ``text`` includes it) of the continuations of ``text``,
+        each tokenized from there; None when there is none to propose."""
+        key = (text, token)
+        if key not in self._tries:
+            rest = self._continuations(text)
+            seqs = [[token] + ids for ids in self.tokenizer(rest, add_special_tokens=False)["input_ids"]] if rest else []
+            if len(self._tries) > 4096:
+                self._tries.clear()
+            self._tries[key] = AnswerTrie.build(seqs, self.device) if seqs else None
+        return self._tries[key]
+
+    def _score_trie(self, cache, base: int, delta: int, trie: AnswerTrie) -> torch.Tensor:
+        """Final hidden states (N, D) of every node of ``trie`` appended after the ``base`` cached tokens, in
+        one pass with a tree attention mask (a node sees the cache and its own ancestors). The output layer
+        runs later, only on the nodes the walk visits, one row at a time as in step-by-step decoding."""
+        n = len(trie.tokens)
+        mask = torch.ones(1, 1, n, base + n, dtype=torch.bool, device=self.device)
+        mask[0, 0, :, base:] = trie.visible
+        pos = (base - 1 + torch.tensor(trie.depth, device=self.device)).view(1, 1, n).expand(4, 1, n).clone()
+        pos[1:] += delta
+        ids = torch.tensor([trie.tokens], dtype=torch.long, device=self.device)
+        out = self._vl_model()(input_ids=ids, position_ids=pos, attention_mask=mask, past_key_values=cache,
+                               use_cache=True)
+        return out.last_hidden_state[0]
+
+    def _node_logits(self, hidden: torch.Tensor, node: int) -> torch.Tensor:
+        return self._base().lm_head(hidden[node:node + 1])[0]
+
+    @staticmethod
+    def _keep_path(cache, base: int, path: list[int]):
+        """The cache of the first ``base`` tokens plus the trie nodes on ``path`` (the other branches dropped)."""
+        from transformers import DynamicCache
+
+        index = torch.tensor([base + i for i in path], dtype=torch.long, device=cache.layers[0].keys.device)
+        return DynamicCache(ddp_cache_data=[
+            (torch.cat([layer.keys[..., :base, :], layer.keys.index_select(-2, index)], dim=-2),
+             torch.cat([layer.values[..., :base, :], layer.values.index_select(-2, index)], dim=-2))
+            for layer in cache.layers])
+
+    def _decode_constrained(self, encoded: EncodedPrompt) -> Answer:
+        """Grammar-constrained greedy decoding. Each chosen token that does not end the answer is scored
+        together with a draft trie of the grammar's continuations in one pass; while the greedy choices stay
+        in that trie no further pass is needed. Choices are made from the logits alone, so the drafts change
+        the number of passes, never the tokens."""
+        grammar, constraint = self.grammar, self.constraint
+        length = encoded.length
+        cache, logits, delta, reused = self._prefill(encoded)
+        passes, in_cache, drafted = 1, 0, 0  # forward passes; answer tokens in the cache; tokens read off tries
+        trie, hidden, node, path = None, None, -1, []
+        text, tokens = "", []
+        eos = set(self.eos_ids)
+        while len(tokens) < MAX_ANSWER_TOKENS:
+            if grammar.complete(text) and not grammar.extendable(text):
+                break
+            allowed, allowed_t = constraint.allowed(text)
+            token = allowed[int(torch.argmax(logits.index_select(0, allowed_t)))]
+            if token in eos:
+                break
+            tokens.append(token)
+            text += constraint.pieces[token]
+            if trie is not None:
+                child = trie.child(node, token)
+                if child is not None:  # the draft predicted it: its hidden state is already there
+                    node, logits = child, self._node_logits(hidden, child)
+                    path.append(child)
+                    drafted += 1
+                    continue
+                cache = self._keep_path(cache, length + in_cache, path)  # left the draft: keep its path only
+                in_cache += len(path)
+                trie = None
+            if grammar.complete(text) and not grammar.extendable(text):
+                break  # the answer is whole: no logits needed after it
+            trie = self._draft_trie(text, token)
+            if trie is not None:
+                hidden = self._score_trie(cache, length + in_cache, delta, trie)
+                node = trie.child(-1, token)
+                path, logits = [node], self._node_logits(hidden, node)
+            else:
+                logits = self._forward_token(cache, token, length + in_cache, delta)
+                in_cache += 1
+            passes += 1
+        return Answer(text, tokens, {"decoding": "constrained", "prompt_tokens": length, "answer_tokens": len(tokens),
+                                     "reused_prefix_tokens": reused, "forward_passes": passes,
+                                     "drafted_tokens": drafted})
