@@ -18,7 +18,7 @@ $(STAMP): requirements.txt setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/panoseeker demo --out out/demo_episode.png
+	$(BIN)/panoseeker launch --demo --overlay out/demo_overlay.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q test
