@@ -10,8 +10,8 @@ from models_fixtures import observations, tiny_model_dirs
 from panoseeker_ros.core.actions import Action, format_action, lattice_moves, parse_action
 from panoseeker_ros.core.episode import Decision
 from panoseeker_ros.models.prompting import MEMORY_VARIANTS, VISUAL_BUFFER, EpisodeHistory, build_prompt, system_prompt
-from panoseeker_ros.models.qwen_policy import (ActionGrammar, ModelLoadError, QwenPolicy, image_patches,
-                                               number_completions, scan_box)
+from panoseeker_ros.models.action_decoding import ActionGrammar, number_completions, scan_box
+from panoseeker_ros.models.qwen_policy import ModelLoadError, QwenPolicy, image_patches
 from panoseeker_ros.models.registry import policy_factory
 
 

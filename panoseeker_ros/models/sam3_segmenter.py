@@ -18,49 +18,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core.geometry import Pose
+from .loading import TINY_MODELS_FIX, ModelLoadError, load_error, optional_file, placement, resolve_source
 
 DEFAULT_MODEL = "facebook/sam3"
 
 
-class SegmenterLoadError(ValueError):
+class SegmenterLoadError(ModelLoadError):
     """A SAM-3 model directory or hub id that cannot be loaded; the one-line message names it and the fix."""
-
-
-def _resolve(model) -> str:
-    text = str(model)
-    path = Path(text).expanduser()
-    hint = (f"build tiny test models with 'panoseeker make-tiny-models --out DIR' or download the weights "
-            f"(e.g. 'hf download {DEFAULT_MODEL} --local-dir DIR') and pass --sam-model DIR")
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise SegmenterLoadError(f"SAM-3 directory {path} has no config.json; {hint}")
-        return str(path)
-    if text.startswith(("/", ".", "~")) or text.count("/") != 1:
-        raise SegmenterLoadError(f"SAM-3 directory {path} does not exist; {hint}")
-    return text
 
 
 def _image_settings(source: str, image_size: int) -> dict:
     """Resize target, rescale factor, mean and std from processor_config.json / preprocessor_config.json."""
-    from transformers.utils import cached_file
-
     settings = {"size": image_size, "rescale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
     for name in ("processor_config.json", "preprocessor_config.json"):
-        try:
-            path = cached_file(source, name, _raise_exceptions_for_missing_entries=False,
-                               _raise_exceptions_for_connection_errors=False)
-        except OSError:
-            path = None
+        path = optional_file(source, name)
         if not path:
             continue
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(path.read_text())
         doc = doc.get("image_processor", doc)
         size = doc.get("size") or {}
         settings.update(size=int(size.get("height", image_size)), rescale=float(doc.get("rescale_factor", 1 / 255)),
@@ -68,18 +48,6 @@ def _image_settings(source: str, image_size: int) -> dict:
                         std=list(doc.get("image_std", settings["std"])))
         break
     return settings
-
-
-def _torch_dtype(dtype, device: torch.device) -> torch.dtype:
-    """None: bf16 on CUDA, fp32 elsewhere; else a torch dtype or its name."""
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
-    return names[dtype]
 
 
 def bernoulli_entropy(prob: torch.Tensor) -> torch.Tensor:
@@ -112,19 +80,17 @@ class Sam3Segmenter:
     def from_pretrained(cls, model=DEFAULT_MODEL, device=None, dtype=None, point_prompts: bool = False,
                         mask_threshold: float = 0.0) -> "Sam3Segmenter":
         """Load a SAM-3 tracker (local directory or hub id) once; bf16 on CUDA, fp32 on CPU by default."""
-        source = _resolve(model)
+        fix = (f"{TINY_MODELS_FIX} or download the weights (e.g. 'hf download {DEFAULT_MODEL} --local-dir DIR') "
+               f"and pass --sam-model DIR")
+        source = resolve_source(model, "SAM-3", fix, error=SegmenterLoadError)
         from transformers import Sam3TrackerModel
 
-        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        kwargs = {"dtype": _torch_dtype(dtype, dev)}
-        if dev.type == "cuda":
-            kwargs["device_map"] = {"": str(dev)}
+        dev, kwargs = placement(device, dtype)
         try:
             net = Sam3TrackerModel.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SegmenterLoadError(f"cannot load SAM-3 {model} ({first}); download the weights and pass "
-                                     f"--sam-model DIR") from None
+            raise load_error("SAM-3", model, exc, "download the weights and pass --sam-model DIR",
+                             SegmenterLoadError) from None
         net = net.to(dev)
         settings = _image_settings(source, int(net.config.prompt_encoder_config.image_size))
         return cls(net, settings["size"], settings["rescale"], settings["mean"], settings["std"],
