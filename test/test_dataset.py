@@ -1,7 +1,6 @@
 """The dataset format: loading, polygons across the seam, one-line errors naming the field."""
 import json
 
-import numpy as np
 import pytest
 
 from panoseeker_ros.core.dataset import DatasetError, load_dataset, rasterize_polygons

@@ -11,7 +11,7 @@ from panoseeker_ros.core import scenes
 from panoseeker_ros.core.dataset import CATEGORIES, load_dataset
 from panoseeker_ros.core.environment import SeekEnv, run_episode
 from panoseeker_ros.core.episode import SeekAgent
-from panoseeker_ros.core.geometry import (Intrinsics, PanoramaRenderer, Pose, erp_pixel_to_dir, mask_bbox,
+from panoseeker_ros.core.geometry import (Intrinsics, Pose, erp_pixel_to_dir, mask_bbox,
                                           pose_distance, project_erp_mask, spherical_centroid)
 from panoseeker_ros.core.metrics import summarize
 from panoseeker_ros.models.registry import policy_factory, segmenter_factory

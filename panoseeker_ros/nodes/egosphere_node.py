@@ -24,7 +24,7 @@ from std_srvs.srv import Trigger
 
 from ..core.egosphere import EgoSphere
 from . import interface as api
-from .conversions import MessageError, check_image, image_to_rgb, joint_state_to_pose, mask_to_image, rgb_to_image
+from .conversions import MessageError, image_to_rgb, joint_state_to_pose, mask_to_image, rgb_to_image
 from .params import declare_seek_config
 from .runtime import WarnOnce, run_node
 from .sync import ExactTimeSync
@@ -49,10 +49,7 @@ class EgoSphereNode(Node):
         self.get_logger().info(f"EgoSphere {self.egosphere.width}x{self.egosphere.height} ready")
 
     def _on_image(self, msg: Image) -> None:
-        try:
-            check_image(msg, self.view_size)
-        except MessageError as exc:
-            self.warn_once(("view", str(exc).split(";")[0]), f"dropped an image on {api.IMAGE}: {exc}")
+        if not self.warn_once.image_ok(msg, self.view_size, "an image", api.IMAGE):
             return
         self.sync.add(0, msg)
 

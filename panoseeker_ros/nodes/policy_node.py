@@ -52,7 +52,7 @@ from ..core.dataset import DatasetError
 from ..core.geometry import pose_to_pan_tilt
 from ..core.session import SearchSession
 from . import interface as api
-from .conversions import (MessageError, box_to_polygon, check_image, header, image_to_rgb, joint_state_to_pose,
+from .conversions import (MessageError, box_to_polygon, header, image_to_rgb, joint_state_to_pose,
                           move_to_joint_state, stamp_ns)
 from .params import declare, declare_seek_config, declare_sim_episode
 from .runtime import (AutostartMixin, WarnOnce, call_service, free_accelerator_memory, load_sim_env,
@@ -282,10 +282,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
     # ------------------------------------------------------------------ observations
 
     def _on_image(self, msg: Image) -> None:
-        try:
-            check_image(msg, self.view_size)
-        except MessageError as exc:
-            self.warn_once(("view", str(exc).split(";")[0]), f"dropped an image on {api.IMAGE}: {exc}")
+        if not self.warn_once.image_ok(msg, self.view_size, "an image", api.IMAGE):
             return
         with self.lock:
             self.last_view_ns = max(self.last_view_ns, stamp_ns(msg.header.stamp))
@@ -293,10 +290,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.sync.add(0, msg)
 
     def _on_canvas(self, msg: Image) -> None:
-        try:
-            check_image(msg, self.canvas_size)
-        except MessageError as exc:
-            self.warn_once(("canvas", str(exc).split(";")[0]), f"dropped a canvas on {api.CANVAS}: {exc}")
+        if not self.warn_once.image_ok(msg, self.canvas_size, "a canvas", api.CANVAS):
             return
         self.sync.add(2, msg)
 

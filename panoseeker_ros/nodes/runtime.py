@@ -34,6 +34,17 @@ class WarnOnce:
             self._seen.add(key)
         self._logger.warning(text + " (logged once; further ones are dropped silently)")
 
+    def image_ok(self, msg, size, kind: str, topic: str) -> bool:
+        """Whether an Image message has a supported encoding and ``size``; a bad one is logged once per problem."""
+        from .conversions import MessageError, check_image
+
+        try:
+            check_image(msg, size)
+        except MessageError as exc:
+            self((kind, str(exc).split(";")[0]), f"dropped {kind} on {topic}: {exc}")
+            return False
+        return True
+
 
 def load_sim_env(dataset: str, episode_id: str, config: SeekConfig, who: str):
     """The simulated episode named by the ``dataset`` / ``episode_id`` parameters (a core SeekEnv)."""

@@ -50,7 +50,7 @@ from ..core.geometry import Pose, pose_to_pan_tilt
 from ..core.session import score_against_truth
 from ..core.visualize import overlay_mask
 from . import interface as api
-from .conversions import (MessageError, check_image, image_to_rgb, joint_state_to_pose, mask_to_image,
+from .conversions import (MessageError, image_to_rgb, joint_state_to_pose, mask_to_image,
                           polygon_to_box, pose_to_joint_state, rgb_to_image, stamp_ns)
 from .params import declare, declare_seek_config, declare_sim_episode
 from .runtime import (AutostartMixin, WarnOnce, free_accelerator_memory, load_sim_env, resolve_model_param,
@@ -179,10 +179,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
     # ------------------------------------------------------------------ inputs
 
     def _on_image(self, msg: Image) -> None:
-        try:
-            check_image(msg, self.view_size)
-        except MessageError as exc:
-            self.warn_once(("view", str(exc).split(";")[0]), f"dropped an image on {api.IMAGE}: {exc}")
+        if not self.warn_once.image_ok(msg, self.view_size, "an image", api.IMAGE):
             return
         self.sync.add(0, msg)
 
