@@ -121,3 +121,17 @@ def test_rle_round_trip():
     rng = np.random.default_rng(0)
     for mask in (rng.random((17, 34)) > 0.5, np.ones((4, 8), bool), np.zeros((4, 8), bool)):
         assert np.array_equal(decode_rle(encode_rle(mask)), mask)
+
+
+def test_a_target_cut_by_the_border_gets_further_looks_until_centred():
+    from panoseeker_ros.core.episode import segment_with_alignment
+    from panoseeker_ros.models.oracle import OracleDetector
+    from panoseeker_ros.paths import sample_dataset
+
+    env = SeekEnv(load_dataset(sample_dataset()).by_id("bedroom-001"))  # the wardrobe: 82° tall
+    start = Pose(120, -30)  # its top is cut off here
+    view = env.camera.look(start.theta, start.phi)
+    box = OracleDetector(env.truth, INTR).detect(start)
+    seg = segment_with_alignment(env.camera, OracleSegmenter(env.truth, INTR), view, start, box, INTR)
+    assert 2 <= len(seg.looks) <= 3 and seg.pose == seg.looks[-1]
+    assert great_circle_deg(seg.pose.theta, seg.pose.phi, env.truth.centroid.theta, env.truth.centroid.phi) < 2.0

@@ -183,14 +183,15 @@ def test_bad_inputs_are_dropped_logged_once_and_survived(graph):
     mono.encoding, mono.step, mono.data = "mono8", 1024, mono.data[:1024 * 768]
     small = rgb_to_image(np.zeros((480, 640, 3), np.uint8), header(c.node.get_clock().now().to_msg(), "camera"))
     c.spin_until(lambda: c.pub_image.get_subscription_count() >= 3, 10, "image subscribers")
+    c.spin_until(lambda: c.pub_move.get_subscription_count() >= 1, 10, "the camera's move subscription")
     for bad in (mono, mono, small, small):  # one at a time: an image subscriber keeps only the newest
         c.pub_image.publish(bad)
         c.pub_move.publish(JointState(name=["pan"], position=[float("nan")]))
         c.op.spin_for(0.3)
     # each of the three image subscribers says it once per kind of problem
-    c.spin_until(lambda: _log_count(log, r"image encoding 'mono8' is not supported") >= 3, 10, "the encoding log")
-    c.spin_until(lambda: _log_count(log, r"image is 640x480, the graph expects 1024x768") >= 3, 10, "the size log")
-    c.spin_until(lambda: _log_count(log, r"sets pan to nan") >= 1, 10, "the bad-move log")
+    c.spin_until(lambda: _log_count(log, r"image encoding 'mono8' is not supported") >= 3, 20, "the encoding log")
+    c.spin_until(lambda: _log_count(log, r"image is 640x480, the graph expects 1024x768") >= 3, 20, "the size log")
+    c.spin_until(lambda: _log_count(log, r"sets pan to nan") >= 1, 20, "the bad-move log")
     c.op.spin_for(0.5)
     assert _log_count(log, r"image encoding 'mono8' is not supported") == 3
     assert _log_count(log, r"image is 640x480") == 3
@@ -218,7 +219,8 @@ def test_out_of_range_move_is_clamped_to_the_tilt_limit(graph):
     t = c.now_ns()
     c.pub_move.publish(JointState(name=["tilt"], position=[10.0]))  # far down
     assert c.pose_after(t).phi == pytest.approx(-TILT_LIMIT_DEG, abs=1e-6)
-    assert _log_count(log, r"clamped to ϕ=") >= 2
+    # the log line may reach the file after the pose reached us
+    c.spin_until(lambda: _log_count(log, r"clamped to ϕ=") >= 2, 20, "the clamp log")
     _alive(g)
 
 

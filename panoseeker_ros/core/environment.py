@@ -118,7 +118,7 @@ def finish_episode(env: SeekEnv, agent: SeekAgent, segmenter: Segmenter) -> Epis
     stop_pose = env.pose
     box = final.box if (final is not None and final.stop and not agent.truncated) else None
     seg = segment_with_alignment(env.camera, segmenter, env.view, stop_pose, box, env.intrinsics)
-    poses = env.poses + ([seg.pose] if seg.aligned else [])
+    poses = env.poses + seg.looks
     erp_mask = view_mask_to_erp(seg.mask, seg.pose, env.intrinsics, env.erp_width, env.erp_height)
     iou = mask_iou(erp_mask, env.truth.mask)
     cfg = env.config.reward

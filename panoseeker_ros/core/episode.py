@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .actions import Action, box_to_pixels
-from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, view_mask_centroid_dir
+from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, pose_distance, view_mask_centroid_dir
 
 
 @dataclass
@@ -137,37 +137,57 @@ def rotate_view_mask(mask: np.ndarray, src: Pose, dst: Pose, intr: Intrinsics) -
 class ActiveAlignment:
     """Segment the STOP box, centre the mask centroid, re-segment with the box carried over.
 
-    Split in two calls so a remote camera (the ROS graph) can move between them:
-    ``start`` returns the pose to look at (None when the first mask is empty: nothing to align);
-    ``finish`` takes the view taken there and returns the final mask.
+    Split in calls so a remote camera (the ROS graph) can move between them: ``start`` returns the
+    pose to look at (None when the first mask is empty: nothing to align); ``finish`` takes the view
+    taken there and returns the mask. When that mask is still cut by the view border and its centroid
+    is more than ``tolerance_deg`` off the optical axis (a target larger than the view, or one only
+    partly seen at STOP), ``next_look`` holds one more pose to look at, up to ``max_looks`` looks in
+    all; call ``finish`` again with the view taken there. ``final_mask`` is the last mask.
     """
 
-    def __init__(self, segmenter: Segmenter, intrinsics: Intrinsics):
+    def __init__(self, segmenter: Segmenter, intrinsics: Intrinsics, max_looks: int = 3,
+                 tolerance_deg: float = 2.0):
         self.segmenter = segmenter
         self.intrinsics = intrinsics
+        self.max_looks = int(max_looks)
+        self.tolerance_deg = float(tolerance_deg)
         self.first_mask: np.ndarray | None = None
-        self.first_pose: Pose | None = None
         self.carried_box_px = None
         self.final_mask: np.ndarray | None = None
+        self.next_look: Pose | None = None
+        self.looks = 0
+        self._last: tuple[np.ndarray, Pose] | None = None
 
     def start(self, view: np.ndarray, pose: Pose, box_px) -> Pose | None:
-        self.first_pose, self.final_mask, self.carried_box_px = pose, None, None
+        self.final_mask, self.carried_box_px, self.looks = None, None, 0
         self.first_mask = np.asarray(self.segmenter.segment(view, box_px, pose), dtype=bool)
-        target = view_mask_centroid_dir(self.first_mask, pose, self.intrinsics)
-        if target is None:
+        self._last = (self.first_mask, pose)
+        self.next_look = view_mask_centroid_dir(self.first_mask, pose, self.intrinsics)
+        if self.next_look is None:
             self.final_mask = self.first_mask
-        return target
+        return self.next_look
 
     def finish(self, view: np.ndarray, pose: Pose) -> np.ndarray:
-        if self.first_mask is None:
+        if self._last is None:
             raise RuntimeError("ActiveAlignment.finish called before start")
-        box = carried_box(self.first_mask, self.first_pose, pose, self.intrinsics)
+        self.looks += 1
+        self.next_look = None
+        box = carried_box(*self._last, pose, self.intrinsics)
         if box is None:  # the target left the view (tilt limits): keep what we had
-            self.final_mask = self.first_mask
+            self.final_mask = self._last[0]
             return self.final_mask
         self.carried_box_px = box
         self.final_mask = np.asarray(self.segmenter.segment(view, box, pose), dtype=bool)
+        self._last = (self.final_mask, pose)
+        if self.looks < self.max_looks and _touches_border(self.final_mask):
+            centre = view_mask_centroid_dir(self.final_mask, pose, self.intrinsics)
+            if centre is not None and pose_distance(centre, pose) > self.tolerance_deg:
+                self.next_look = centre
         return self.final_mask
+
+
+def _touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def carried_box(mask: np.ndarray, src: Pose, dst: Pose, intr: Intrinsics):
@@ -204,18 +224,25 @@ class Segmentation:
     pose: Pose
     view: np.ndarray
     mask: np.ndarray  # (H, W) bool, empty when nothing was segmented
-    aligned: bool
+    looks: list[Pose] = field(default_factory=list)  # alignment poses, in order (the last is ``pose``)
+
+    @property
+    def aligned(self) -> bool:
+        return bool(self.looks)
 
 
 def segment_with_alignment(camera, segmenter: Segmenter, view: np.ndarray, pose: Pose, box,
                            intrinsics: Intrinsics) -> Segmentation:
     """In-process STOP phase: ``box`` is the policy's 0–1000 box (None: no target, empty mask)."""
     if box is None:
-        return Segmentation(pose, view, np.zeros(view.shape[:2], dtype=bool), False)
+        return Segmentation(pose, view, np.zeros(view.shape[:2], dtype=bool))
     aligner = ActiveAlignment(segmenter, intrinsics)
     target = aligner.start(view, pose, box_to_pixels(box, intrinsics.width, intrinsics.height))
-    if target is None:
-        return Segmentation(pose, view, aligner.final_mask, False)
-    new_view = camera.look(target.theta, target.phi)
-    new_pose = camera.pose()
-    return Segmentation(new_pose, new_view, aligner.finish(new_view, new_pose), True)
+    looks = []
+    while target is not None:
+        view = camera.look(target.theta, target.phi)
+        pose = camera.pose()
+        looks.append(pose)
+        aligner.finish(view, pose)
+        target = aligner.next_look
+    return Segmentation(pose, view, aligner.final_mask, looks)

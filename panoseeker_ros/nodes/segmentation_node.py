@@ -263,13 +263,17 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         if goal is None or not self.align:
             return self._publish(job, aligner.first_mask, view, pose, image.header, False,
                                  "empty mask: nothing to align" if goal is None else "segmented without alignment")
+        self._look(job, goal, image.header.frame_id)
+
+    def _look(self, job: Job, goal: Pose, frame_id: str) -> None:
+        """Publish an alignment look; the next view stamped after it answers it."""
         with self.lock:
             if self.job is not job:
                 return  # cancelled meanwhile: no look
             job.phase, job.look_s = "aligning", self._now_s()
             job.look_ns = self.get_clock().now().nanoseconds
             self.pub_look.publish(pose_to_joint_state(goal, Header(stamp=self.get_clock().now().to_msg(),
-                                                                   frame_id=image.header.frame_id)))
+                                                                   frame_id=frame_id)))
 
     def _finish(self, job: Job) -> None:
         with self.lock:
@@ -277,16 +281,21 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
             pair = self.views[max(after)] if after else None
         if pair is None:
             if self._now_s() - job.look_s > self.alignment_timeout_s:
-                image, view, pose = job.source
-                self._publish(job, job.aligner.first_mask, view, pose, image.header, False,
+                image, view, pose = job.source  # the view the newest mask was segmented on
+                looked = job.aligner.looks > 0
+                self._publish(job, job.aligner.final_mask if looked else job.aligner.first_mask, view, pose,
+                              image.header, looked,
                               f"no view after the alignment look within {self.alignment_timeout_s:g} s; "
-                              f"kept the first mask")
+                              f"kept the {'last' if looked else 'first'} mask")
             return
         image, joints = pair
         view, pose = image_to_rgb(image, self.view_size), joint_state_to_pose(joints)
         mask = job.aligner.finish(view, pose)
         if job.aligner.carried_box_px is not None:
             job.box_px = job.aligner.carried_box_px
+        if job.aligner.next_look is not None:  # the mask is still cut by the border: look once more
+            job.source = (image, view, pose)
+            return self._look(job, job.aligner.next_look, image.header.frame_id)
         self._publish(job, mask, view, pose, image.header, True, "aligned")
 
     def _publish(self, job: Job, mask, view, pose: Pose | None, hdr: Header, aligned: bool, message: str) -> None:
