@@ -20,6 +20,9 @@ from .actions import Action, box_to_pixels
 from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, pose_distance, view_mask_centroid_dir
 
 
+EMPTY_INSTRUCTION = "the instruction is empty; give a sentence naming the target, e.g. 'the chair next to the bed'"
+
+
 @dataclass
 class Observation:
     """What the policy sees at one step.
@@ -95,7 +98,7 @@ class SeekAgent:
 
     def start(self, instruction: str, initial_pose: Pose) -> None:
         if not instruction or not instruction.strip():
-            raise ValueError("the instruction is empty; give a sentence naming the target, e.g. 'the chair next to the bed'")
+            raise ValueError(EMPTY_INSTRUCTION)
         self.instruction = instruction.strip()
         self.records = []
         self.done = False

@@ -16,11 +16,10 @@ import numpy as np
 
 from .config import RewardConfig
 from .environment import GroundTruth
-from .episode import Decision, Observation, Policy, SeekAgent
+from .episode import EMPTY_INSTRUCTION, Decision, Observation, Policy, SeekAgent
 from .geometry import Intrinsics, Pose, pose_distance, view_mask_to_erp
 from .metrics import mask_iou
 
-EMPTY_INSTRUCTION = "the instruction is empty; give a sentence naming the target, e.g. 'the chair next to the bed'"
 
 
 class SearchSession:
