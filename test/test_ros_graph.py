@@ -152,19 +152,24 @@ def scene(green_dataset):
 @pytest.fixture(scope="module")
 def graph(scene, tmp_path_factory):
     dataset, env, _ = scene
+    yield from running_graph(tmp_path_factory.mktemp("graph") / "nodes.log", 60.0,
+                             shared={"dataset": str(dataset), "episode_id": EPISODE,
+                                     "camera": {"tilt_min_deg": -TILT_LIMIT_DEG, "tilt_max_deg": TILT_LIMIT_DEG}},
+                             per_node={"policy_node": {"min_step_period_s": STEP_PERIOD_S}})
+
+
+def running_graph(log: Path, ready_timeout_s: float, shared: dict, per_node: dict):
+    """Start the four nodes on a free domain, yield (graph, client, log) once they are ready, stop them all."""
     domain = _free_domain()
-    log = tmp_path_factory.mktemp("graph") / "nodes.log"
     with open(log, "w") as out:
-        g = Graph(PARAMS, NS, shared={"dataset": str(dataset), "episode_id": EPISODE,
-                                      "camera": {"tilt_min_deg": -TILT_LIMIT_DEG, "tilt_max_deg": TILT_LIMIT_DEG}},
-                  per_node={"policy_node": {"min_step_period_s": STEP_PERIOD_S}},
-                  env=_env(domain), stdout=out, stderr=subprocess.STDOUT)
+        g = Graph(PARAMS, NS, shared=shared, per_node=per_node, env=_env(domain), stdout=out,
+                  stderr=subprocess.STDOUT)
         client = None
         try:
             g.start()
             client = Client(domain)
-            reason = client.op.wait_ready(60.0)
-            assert reason is None, reason
+            reason = client.op.wait_ready(ready_timeout_s)
+            assert reason is None, f"{reason}\n{log.read_text()}"
             yield g, client, log
         finally:
             if client is not None:

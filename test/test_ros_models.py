@@ -2,8 +2,6 @@
 models on the CPU (real architectures, meaningless outputs), and their lifecycle (unload / reload)."""
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 pytest.importorskip("rclpy")
@@ -13,12 +11,11 @@ from geometry_msgs.msg import PolygonStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from models_fixtures import tiny_model_dirs  # noqa: E402
-from test_ros_graph import NS, PARAMS, Client, _env, _free_domain, green_dataset  # noqa: E402,F401
+from test_ros_graph import NS, green_dataset, running_graph  # noqa: E402,F401
 
 from panoseeker_ros.core.actions import parse_action  # noqa: E402
 from panoseeker_ros.nodes import interface as api  # noqa: E402
 from panoseeker_ros.nodes.conversions import box_to_polygon, header, time_msg  # noqa: E402
-from panoseeker_ros.nodes.launcher import Graph  # noqa: E402
 
 MAX_STEPS = 3
 
@@ -26,25 +23,11 @@ MAX_STEPS = 3
 @pytest.fixture(scope="module")
 def tiny_graph(green_dataset, tmp_path_factory):
     models = tiny_model_dirs()
-    domain = _free_domain()
-    log = tmp_path_factory.mktemp("tiny_graph") / "nodes.log"
-    with open(log, "w") as out:
-        g = Graph(PARAMS, NS, shared={"dataset": str(green_dataset), "episode_id": "cube-0",
-                                      "episode": {"max_steps": MAX_STEPS}},
-                  per_node={"policy_node": {"backend": "qwen", "model": str(models["qwen"]), "device": "cpu"},
-                            "segmentation_node": {"backend": "sam3", "model": str(models["sam3"]), "device": "cpu"}},
-                  env=_env(domain), stdout=out, stderr=subprocess.STDOUT)
-        client = None
-        try:
-            g.start()
-            client = Client(domain)
-            reason = client.op.wait_ready(90.0)
-            assert reason is None, f"{reason}\n{log.read_text()}"
-            yield g, client, log
-        finally:
-            if client is not None:
-                client.close()
-            g.stop()
+    yield from running_graph(
+        tmp_path_factory.mktemp("tiny_graph") / "nodes.log", 90.0,
+        shared={"dataset": str(green_dataset), "episode_id": "cube-0", "episode": {"max_steps": MAX_STEPS}},
+        per_node={"policy_node": {"backend": "qwen", "model": str(models["qwen"]), "device": "cpu"},
+                  "segmentation_node": {"backend": "sam3", "model": str(models["sam3"]), "device": "cpu"}})
 
 
 def test_qwen_policy_node_searches_step_by_step(tiny_graph):
