@@ -63,7 +63,6 @@ def episode_png(dataset: Dataset, record: dict, config: SeekConfig):
     """Replay a recorded trajectory in the simulator and draw it with its final mask: RGB image."""
     spec = dataset.by_id(record["id"])
     env = SeekEnv(spec, config)
-    env.egosphere.reset()
     for pose in record["poses"]:
         env.egosphere.integrate(env.camera.look(pose["theta"], pose["phi"]), env.camera.pose())
     mask = decode_rle(record["mask_rle"])

@@ -176,11 +176,6 @@ class PanoramaRenderer:
                          interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
-def render_view(erp: np.ndarray, pose: Pose, intr: Intrinsics) -> np.ndarray:
-    """One-off convenience around :class:`PanoramaRenderer` (use the class when rendering often)."""
-    return PanoramaRenderer(erp).render(pose, intr)
-
-
 # ---------------------------------------------------------------------------------------------
 # Inverse projection: perspective view → ERP.
 
