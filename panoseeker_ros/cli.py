@@ -33,15 +33,17 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="parameter YAML (default: built-in defaults, same as config/seek.yaml)")
 
 
-def _factories(args):
-    from .models.registry import policy_factory, segmenter_factory
+def _backends(args, config):
+    """(policy for a scene's truth, segmenter for a scene's truth) as the options choose them."""
+    from .models.registry import per_scene
 
-    policy_opts = {}
+    policy_opts = {"seed": args.seed}
     if args.policy == "qwen":
         policy_opts = {k: v for k, v in (("model", args.model), ("adapter", args.adapter), ("memory", args.memory),
                                           ("decoding", args.decoding)) if v is not None}
     seg_opts = {"model": args.sam_model} if args.segmenter == "sam3" and args.sam_model else {}
-    return policy_factory(args.policy, seed=args.seed, **policy_opts), segmenter_factory(args.segmenter, **seg_opts)
+    return per_scene("policy", args.policy, config, **policy_opts), per_scene("segmenter", args.segmenter, config,
+                                                                               **seg_opts)
 
 
 def cmd_eval(args) -> int:
@@ -49,8 +51,11 @@ def cmd_eval(args) -> int:
 
     config = load_config(args.config)
     dataset = load_dataset(args.dataset)
-    policies, segmenters = _factories(args)
-    summary, _ = evaluate(dataset, policies, segmenters, config, args.out, progress=not args.quiet, limit=args.limit)
+    if args.batch < 1:
+        raise UsageError(f"--batch {args.batch}: give 1 or more episodes to run in lockstep")
+    policies, segmenters = _backends(args, config)
+    summary, _ = evaluate(dataset, policies, segmenters, config, args.out, progress=not args.quiet, limit=args.limit,
+                          batch=args.batch)
     title = f"policy={args.policy} segmenter={args.segmenter} dataset={dataset.path} (tau={config.reward.tau_deg:g} deg)"
     print(format_table(summary, title))
     print(f"wrote {Path(args.out) / 'summary.json'} and {Path(args.out) / 'episodes.jsonl'}")
@@ -106,20 +111,18 @@ def cmd_show_episode(args) -> int:
 
 def cmd_demo(args) -> int:
     """One episode of the bedroom sample in the simulator, printed step by step, drawn to a PNG."""
-    from .core.environment import SeekEnv, run_episode
-    from .core.episode import SeekAgent
+    from .core.environment import SimScene, run_episode
     from .evaluation import episode_png
 
     config = load_config(args.config)
     dataset = load_dataset(args.dataset or sample_dataset())
     spec = dataset.by_id(args.episode) if args.episode else dataset.episodes[0]
-    policies, segmenters = _factories(args)
-    env = SeekEnv(spec, config)
-    result = run_episode(env, SeekAgent(policies(env), config.episode.max_steps), segmenters(env))
+    policies, segmenters = _backends(args, config)
+    scene = SimScene(spec, config)
+    result = run_episode(scene, policies(scene.truth), segmenters(scene.truth))
     print(f"instruction [{spec.category}]: {spec.instruction}")
-    for step in result.steps:
-        pose = step["pose"]
-        print(f"  step {step['step']:2d} at (θ={pose['theta']:7.1f}°, ϕ={pose['phi']:5.1f}°): {step['action']}")
+    for rec in result.records:
+        print(f"  step {rec.step:2d} at (θ={rec.pose.theta:7.1f}°, ϕ={rec.pose.phi:5.1f}°): {rec.action.to_text()}")
     r = result.outcome
     print(f"{'success' if result.success else 'failure'}: IoU {r.iou:.2f}, final distance {r.final_distance_deg:.1f}°, "
           f"path {r.path_deg:.0f}° (shortest {r.shortest_deg:.0f}°)")
@@ -139,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (summary.json, episodes.jsonl)")
     p.add_argument("--limit", type=int, help="only the first N episodes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--batch", type=int, default=1,
+                   help="episodes run in lockstep; a policy that batches decides them in one call (default 1)")
     _add_policy_options(p)
     p.set_defaults(func=cmd_eval)
 

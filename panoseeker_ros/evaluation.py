@@ -9,8 +9,8 @@ from tqdm import tqdm
 
 from .core.config import SeekConfig
 from .core.dataset import Dataset, EpisodeSpec
-from .core.environment import EpisodeResult, SeekEnv, decode_rle, run_episode
-from .core.episode import SeekAgent
+from .core.environment import SimScene, run_lockstep
+from .core.episode import EpisodeResult, decode_rle
 from .core.geometry import PanoramaRenderer
 from .core.metrics import format_table, summarize
 from .core.visualize import episode_picture
@@ -31,9 +31,19 @@ class RendererCache:
         return self._items[spec.scene]
 
 
-def evaluate(dataset: Dataset, policy_factory: Callable, segmenter_factory: Callable, config: SeekConfig,
-             out_dir=None, progress: bool = True, limit: int | None = None) -> tuple[dict, list[EpisodeResult]]:
-    """Run, score and (with ``out_dir``) write ``summary.json`` and ``episodes.jsonl``."""
+def run_batch(specs: list[EpisodeSpec], policies: Callable, segmenters: Callable, config: SeekConfig,
+              renderers: RendererCache) -> list[EpisodeResult]:
+    """Episodes of ``specs`` in lockstep (one alone is exactly ``run_episode``); ``policies`` and
+    ``segmenters`` map a scene's ground truth to its backend (``models.registry.per_scene``)."""
+    scenes = [SimScene(spec, config, renderers.get(spec)) for spec in specs]
+    return run_lockstep(scenes, [policies(s.truth) for s in scenes], [segmenters(s.truth) for s in scenes])
+
+
+def evaluate(dataset: Dataset, policies: Callable, segmenters: Callable, config: SeekConfig,
+             out_dir=None, progress: bool = True, limit: int | None = None,
+             batch: int = 1) -> tuple[dict, list[EpisodeResult]]:
+    """Run, score and (with ``out_dir``) write ``summary.json`` and ``episodes.jsonl``; ``batch``
+    episodes run in lockstep (same results, fewer policy calls for a policy that batches)."""
     episodes = dataset.episodes[:limit] if limit else dataset.episodes
     renderers = RendererCache()
     results: list[EpisodeResult] = []
@@ -42,13 +52,15 @@ def evaluate(dataset: Dataset, policy_factory: Callable, segmenter_factory: Call
         out.mkdir(parents=True, exist_ok=True)
     lines = open(out / "episodes.jsonl", "w") if out else None
     try:
-        for spec in tqdm(episodes, desc="episodes", unit="ep", disable=not progress, leave=False):
-            env = SeekEnv(spec, config, renderers.get(spec))
-            result = run_episode(env, SeekAgent(policy_factory(env), config.episode.max_steps), segmenter_factory(env))
-            results.append(result)
-            if lines:
-                lines.write(json.dumps(result.as_dict()) + "\n")
-                lines.flush()
+        bar = tqdm(total=len(episodes), desc="episodes", unit="ep", disable=not progress, leave=False)
+        for i in range(0, len(episodes), batch):
+            for result in run_batch(episodes[i:i + batch], policies, segmenters, config, renderers):
+                results.append(result)
+                if lines:
+                    lines.write(json.dumps(result.as_dict()) + "\n")
+                    lines.flush()
+                bar.update(1)
+        bar.close()
     finally:
         if lines:
             lines.close()
@@ -62,16 +74,17 @@ def evaluate(dataset: Dataset, policy_factory: Callable, segmenter_factory: Call
 def episode_png(dataset: Dataset, record: dict, config: SeekConfig):
     """Replay a recorded trajectory in the simulator and draw it with its final mask: RGB image."""
     spec = dataset.by_id(record["id"])
-    env = SeekEnv(spec, config)
+    scene = SimScene(spec, config)
+    sphere = scene.episode().egosphere
     for pose in record["poses"]:
-        env.egosphere.integrate(env.camera.look(pose["theta"], pose["phi"]), env.camera.pose())
+        sphere.integrate(scene.camera.look(pose["theta"], pose["phi"]), scene.camera.pose())
     mask = decode_rle(record["mask_rle"])
     verdict = "success" if record["success"] else "failure"
     lines = [f"{record['id']} [{record['category']}] {record['instruction']}",
              f"{verdict}: {record['steps']} steps, IoU {record['iou']:.2f}, "
              f"final distance {record['final_distance_deg']:.1f} deg, path {record['path_deg']:.0f} deg",
              "moves: " + "  ".join(s["action"] for s in record["trajectory"])[:150]]
-    return episode_picture(env.egosphere, mask, env.truth.mask, lines)
+    return episode_picture(sphere, mask, scene.truth.mask, lines)
 
 
 __all__ = ["evaluate", "episode_png", "format_table", "RendererCache"]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from panoseeker_ros.core.actions import Action
 from panoseeker_ros.core.dataset import load_dataset
-from panoseeker_ros.core.environment import SeekEnv
+from panoseeker_ros.core.environment import SimScene, shoot
+from panoseeker_ros.core.episode import Decision
 
 
 @lru_cache(maxsize=1)
@@ -26,10 +27,11 @@ def observations(dataset_path, moves=(Action.move(60, 0), Action.move(-30, 30), 
     """Observations of every episode of a dataset: the start, then one after each of ``moves``."""
     out = []
     for spec in load_dataset(dataset_path).episodes:
-        env = SeekEnv(spec)
-        obs = env.reset()
-        out.append(obs)
+        scene = SimScene(spec)
+        episode = scene.episode()
+        req = episode.observe(shoot(scene.camera, scene.start(episode)))
+        out.append(req.observation)
         for move in moves:
-            obs, _ = env.step(move)
-            out.append(obs)
+            req = episode.observe(shoot(scene.camera, episode.observe(Decision(move, move.to_text()))))
+            out.append(req.observation)
     return out

@@ -5,11 +5,10 @@ import pytest
 
 from panoseeker_ros.core import scenes
 from panoseeker_ros.core.dataset import CATEGORIES, load_dataset
-from panoseeker_ros.core.environment import SeekEnv, run_episode
-from panoseeker_ros.core.episode import SeekAgent
+from panoseeker_ros.core.environment import SimScene, run_episode
 from panoseeker_ros.core.geometry import Intrinsics, Pose, pose_distance, project_erp_mask, spherical_centroid, wrap_deg
 from panoseeker_ros.core.metrics import summarize
-from panoseeker_ros.models.registry import policy_factory, segmenter_factory
+from panoseeker_ros.models.registry import make_policy, make_segmenter
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sim" / "bedroom" / "dataset.json"
 
@@ -71,10 +70,10 @@ def test_spatial_words_hold_for_the_target_and_not_for_its_look_alikes(sample):
 
 
 def test_expert_solves_every_episode(sample):
-    make_policy, make_segmenter = policy_factory("expert"), segmenter_factory("oracle")
     outcomes = []
     for ep in sample.episodes:
-        env = SeekEnv(ep)
-        outcomes.append(run_episode(env, SeekAgent(make_policy(env)), make_segmenter(env)).outcome)
+        scene = SimScene(ep)
+        outcomes.append(run_episode(scene, make_policy("expert", scene.config, scene.truth),
+                                    make_segmenter("oracle", scene.config, scene.truth)).outcome)
     summary = summarize(outcomes, tau_deg=30.0)
     assert summary["sr"] == 1.0 and summary["miou"] > 0.95

@@ -2,17 +2,19 @@
 against plain greedy generation."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from models_fixtures import observations, tiny_model_dirs
 from panoseeker_ros.core.actions import Action, format_action, lattice_moves, parse_action
-from panoseeker_ros.core.episode import Decision
-from panoseeker_ros.models.prompting import MEMORY_VARIANTS, VISUAL_BUFFER, EpisodeHistory, build_prompt, system_prompt
+from panoseeker_ros.core.episode import Decision, StepRecord
+from panoseeker_ros.models.prompting import MEMORY_VARIANTS, VISUAL_BUFFER, build_prompt, system_prompt
 from panoseeker_ros.models.action_decoding import ActionGrammar, number_completions, scan_box
 from panoseeker_ros.models.qwen_policy import ModelLoadError, QwenPolicy, image_patches
-from panoseeker_ros.models.registry import policy_factory
+from panoseeker_ros.models.registry import make_policy
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_missing_model_directory_is_one_line_naming_path_and_fix(tmp_path, make)
     assert "\n" not in msg and str(target) in msg
     assert ("make-tiny-models" in msg) if make == "missing" else ("config.json" in msg)
     with pytest.raises(ValueError):  # the CLI prints ValueErrors as one line
-        policy_factory("qwen", model=str(target))
+        make_policy("qwen", model=str(target))
 
 
 def test_bad_adapter_path_is_one_line(qwen_dir, tmp_path):
@@ -113,38 +115,37 @@ def test_system_prompt_states_canvas_layout_and_the_action_grammar():
                    "MOVE <dθ> <dϕ>", "STOP [x1, y1, x2, y2]", "+180", "-90", "0-1000"):
         assert needle in text
     assert "EgoSphere" not in system_prompt("none")
+    assert "60°×45° field of view" in system_prompt("egosphere", (60.0, 45.0))  # the configured camera
 
 
-def _history(obs_list, n):
-    history = EpisodeHistory()
-    for obs in obs_list[:n]:
-        history.add(obs, "MOVE +60 0")
-    return history
+def _with_history(obs, past, steps):
+    """``obs`` with ``steps`` earlier decisions (cycling through the observations ``past``)."""
+    records = tuple(StepRecord(i + 1, past[i % len(past)].pose, Action.move(30 * (1 + i % 2), 0), "", 0, 0.0,
+                               observation=past[i % len(past)]) for i in range(steps))
+    return dataclasses.replace(obs, history=records, instruction="the green face")
 
 
 @pytest.mark.parametrize("memory", MEMORY_VARIANTS)
 def test_prompt_images_and_log_per_memory_variant(obs_list, memory):
-    steps = 7  # more past views than the visual buffer holds
-    history = EpisodeHistory()
-    for i in range(steps):
-        history.add(obs_list[i % 4], f"MOVE +{30 * (1 + i % 2)} 0")
-    current = obs_list[3]
-    prompt = build_prompt(memory, "the green face", current, history)
+    current = _with_history(obs_list[3], obs_list[:4], 7)  # more past views than the visual buffer holds
+    history = current.history
+    prompt = build_prompt(memory, current)
     expected_images = {"none": 1, "text": 1, "egosphere": 2, "visual": 1 + VISUAL_BUFFER, "hybrid": 1 + VISUAL_BUFFER}
     assert prompt.image_count == expected_images[memory]
     assert prompt.images[-1] is current.view  # the current view is always last
     if memory == "egosphere":
         assert prompt.images[0] is current.canvas
     if memory in ("visual", "hybrid"):  # the most recent past views, oldest first
-        recent = history.steps[-VISUAL_BUFFER:]
+        recent = history[-VISUAL_BUFFER:]
         assert all(img is past.view for img, past in zip(prompt.images, recent))
     text = "\n".join(prompt.text_parts())
     assert "Instruction: the green face" in text
     has_log = memory in ("text", "hybrid")
     assert ("Log:" in text) == has_log
     if has_log:
-        for s in history.steps:
-            assert f"step {s.step + 1}: at θ={s.pose.theta:+.0f}°, ϕ={s.pose.phi:+.0f}° answered {s.answer}" in text
+        for s in history:
+            assert (f"step {s.step}: at θ={s.pose.theta:+.0f}°, ϕ={s.pose.phi:+.0f}° answered "
+                    f"{s.action.to_text()}") in text
     placeholders = sum(part["type"] == "image" for m in prompt.messages if isinstance(m["content"], list)
                        for part in m["content"])
     assert placeholders == prompt.image_count
@@ -226,23 +227,22 @@ def test_box_number_drafts_cover_exactly_the_valid_numbers():
 # -- decisions ---------------------------------------------------------------------------------
 
 
-def test_act_returns_a_parsed_decision_and_keeps_the_history(policy, obs_list):
-    policy.reset("the green face", obs_list[0].pose)
+def test_act_returns_a_parsed_decision_from_the_observation_alone(policy, obs_list):
+    policy.clear_cache()
     decisions = [policy.act(obs) for obs in obs_list[:3]]
     for d in decisions:
         assert isinstance(d, Decision) and isinstance(d.action, Action)
         assert d.parse_failures == 0 and d.info["failed_answers"] == []
         assert parse_action(d.text).action == d.action
-    assert [s.answer for s in policy.history.steps] == [d.action.to_text() for d in decisions]
-    assert decisions[0].info["reused_prefix_tokens"] == 0  # a new episode starts without a cached prefix
+    assert decisions[0].info["reused_prefix_tokens"] == 0  # after clear_cache nothing is reused
     assert decisions[1].info["reused_prefix_tokens"] > 100  # system prompt and instruction reused
-    policy.reset("the green face", obs_list[0].pose)
-    assert policy.history.steps == []
+    # stateless: deciding other observations in between changes nothing
+    again = policy.act(obs_list[1])
+    assert again.text == decisions[1].text
 
 
 def test_greedy_mode_counts_the_failed_answer_and_retries_constrained(qwen_dir, obs_list):
     greedy = QwenPolicy.from_pretrained(model=qwen_dir, decoding="greedy")
-    greedy.reset("the green face", obs_list[0].pose)
     raw = greedy.answer(greedy.encode(greedy.prompt(obs_list[0])), "greedy").text
     d = greedy.act(obs_list[0])
     if parse_action(raw).ok:
@@ -264,7 +264,6 @@ def test_unparseable_answers_end_in_stop_without_box(policy, obs_list, monkeypat
 
     monkeypatch.setattr(policy, "answer", garbage)
     monkeypatch.setattr(policy, "decoding", decoding)
-    policy.reset("the green face", obs_list[0].pose)
     d = policy.act(obs_list[0])
     assert d.action == Action.stop_at(None)
     if decoding == "greedy":
@@ -283,7 +282,7 @@ def test_constrained_decoder_equals_grammar_restricted_generate(policy, obs_list
     by token, over many observations and every memory variant."""
     for i, obs in enumerate(obs_list):
         policy.memory = MEMORY_VARIANTS[i % len(MEMORY_VARIANTS)]
-        policy.reset(obs.instruction, obs.initial_pose)
+        policy.clear_cache()
         enc = policy.encode(policy.prompt(obs))
         fast = policy.answer(enc, "constrained")
         slow = policy.answer(enc, "generate-constrained")
@@ -325,7 +324,6 @@ def test_constrained_equals_naive_greedy_whenever_greedy_writes_an_action(qwen_d
     compared = boxes = 0
     for pol in (random_policy, trained):
         for obs in obs_list:
-            pol.reset(obs.instruction, obs.initial_pose)
             enc = pol.encode(pol.prompt(obs))
             naive = pol.answer(enc, "greedy")
             fast = pol.answer(enc, "constrained")

@@ -8,10 +8,11 @@ import torch
 
 from models_fixtures import observations, tiny_model_dirs
 from panoseeker_ros.core.dataset import load_dataset
-from panoseeker_ros.core.environment import EpisodeResult, SeekEnv, run_episode
-from panoseeker_ros.core.episode import ActiveAlignment, SeekAgent, segment_with_alignment
-from panoseeker_ros.core.geometry import Intrinsics, Pose
-from panoseeker_ros.models.registry import policy_factory, segmenter_factory
+from panoseeker_ros.core.actions import Action
+from panoseeker_ros.core.environment import SimScene, answer, run_episode
+from panoseeker_ros.core.episode import Decision, Done, Episode, EpisodeResult, Frame, Segment
+from panoseeker_ros.core.geometry import Pose
+from panoseeker_ros.models.registry import make_policy, make_segmenter
 from panoseeker_ros.models.sam3_segmenter import Sam3Segmenter, SegmenterLoadError, bernoulli_entropy
 
 
@@ -45,7 +46,7 @@ def test_missing_directory_is_one_line_naming_path_and_fix(tmp_path, make):
     msg = str(err.value)
     assert "\n" not in msg and str(target) in msg and "make-tiny-models" in msg
     with pytest.raises(ValueError):
-        segmenter_factory("sam3", model=str(target))
+        make_segmenter("sam3", model=str(target))
 
 
 def test_box_gives_a_view_sized_bool_mask(segmenter, view):
@@ -68,12 +69,13 @@ def test_an_empty_mask_is_a_defined_result(sam_dir, view):
     strict = Sam3Segmenter.from_pretrained(model=sam_dir, mask_threshold=1e6)
     mask = strict.segment(view, (300, 200, 700, 600), Pose(0.0, 0.0))
     assert mask.shape == view.shape[:2] and mask.dtype == bool and not mask.any()
-    intr = Intrinsics.from_fov((120.0, 90.0), (view.shape[1], view.shape[0]))
-    aligner = ActiveAlignment(strict, intr)
-    assert aligner.start(view, Pose(0.0, 0.0), (300, 200, 700, 600)) is None  # nothing to centre
-    assert aligner.final_mask is not None and not aligner.final_mask.any()
-    seg = segment_with_alignment(None, strict, view, Pose(0.0, 0.0), (300, 300, 600, 700), intr)
-    assert not seg.aligned and not seg.mask.any()
+    ep = Episode()
+    ep.start("the green face", Pose(0.0, 0.0))
+    ep.observe(Frame(view, Pose(0.0, 0.0)))
+    req = ep.observe(Decision(Action.stop_at((300, 300, 600, 700))))
+    assert isinstance(req, Segment)
+    done = ep.observe(answer(req, None, None, strict))
+    assert isinstance(done, Done) and done.result.looks == 0 and not done.result.found  # nothing to centre
 
 
 def test_entropy_points_pick_confident_foreground_and_background():
@@ -108,18 +110,17 @@ def test_point_prompts_rerun_with_box_and_points(sam_dir, view):
 
 def test_run_episode_with_qwen_policy_and_sam3(cube_dataset):
     dirs = tiny_model_dirs()
-    make_policy = policy_factory("qwen", model=str(dirs["qwen"]), memory="egosphere")
-    make_segmenter = segmenter_factory("sam3", model=str(dirs["sam3"]))
+    policy = make_policy("qwen", model=str(dirs["qwen"]), memory="egosphere")
+    segmenter = make_segmenter("sam3", model=str(dirs["sam3"]))
     results = []
     for spec in load_dataset(cube_dataset).episodes[:2]:
-        env = SeekEnv(spec)
-        agent = SeekAgent(make_policy(env), env.config.episode.max_steps)
-        results.append(run_episode(env, agent, make_segmenter(env)))
+        scene = SimScene(spec)
+        results.append(run_episode(scene, policy, segmenter))
     for r in results:
         assert isinstance(r, EpisodeResult)
-        assert 1 <= r.outcome.steps <= 20 and len(r.steps) == r.outcome.steps
-        assert r.erp_mask.shape == (env.erp_height, env.erp_width) and r.erp_mask.dtype == bool
-        assert all(s["parse_failures"] == 0 for s in r.steps)  # constrained answers always parse
+        assert 1 <= r.outcome.steps <= 20 and len(r.records) == r.outcome.steps
+        assert r.score.erp_mask.shape == scene.truth.mask.shape and r.score.erp_mask.dtype == bool
+        assert all(s.parse_failures == 0 for s in r.records)  # constrained answers always parse
         assert 0.0 <= r.outcome.iou <= 1.0
         assert r.truncated == (r.outcome.steps == 20 and r.box is None)
         assert isinstance(r.as_dict()["trajectory"], list)

@@ -9,12 +9,11 @@ import pytest
 
 from panoseeker_ros.core import scenes
 from panoseeker_ros.core.dataset import CATEGORIES, load_dataset
-from panoseeker_ros.core.environment import SeekEnv, run_episode
-from panoseeker_ros.core.episode import SeekAgent
+from panoseeker_ros.core.environment import SimScene, run_episode
 from panoseeker_ros.core.geometry import (Intrinsics, Pose, erp_pixel_to_dir, mask_bbox,
                                           pose_distance, project_erp_mask, spherical_centroid)
 from panoseeker_ros.core.metrics import summarize
-from panoseeker_ros.models.registry import policy_factory, segmenter_factory
+from panoseeker_ros.models.registry import make_policy, make_segmenter
 
 BEDROOM = Path(__file__).resolve().parents[1] / "sim" / "bedroom" / "bedroom_1024x512.png"
 WIDTH = 1024
@@ -185,11 +184,11 @@ def test_start_pose_does_not_see_the_target(bench):
 
 
 def _evaluate(dataset, policy: str, episodes):
-    make_policy, make_segmenter = policy_factory(policy, seed=0), segmenter_factory("oracle")
     outcomes = []
     for ep in episodes:
-        env = SeekEnv(ep)
-        result = run_episode(env, SeekAgent(make_policy(env), env.config.episode.max_steps), make_segmenter(env))
+        scene = SimScene(ep)
+        result = run_episode(scene, make_policy(policy, scene.config, scene.truth, seed=0),
+                             make_segmenter("oracle", scene.config, scene.truth))
         outcomes.append(result.outcome)
     return summarize(outcomes, tau_deg=30.0)
 

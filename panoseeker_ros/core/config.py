@@ -38,6 +38,15 @@ class EpisodeConfig:
 
 
 @dataclass
+class AlignmentConfig:
+    """Active alignment after STOP: centre the mask's centroid, re-segment (see README, Metrics)."""
+
+    enabled: bool = True  # False: the STOP view's mask is final
+    max_looks: int = 3  # the method makes one look; more only while the mask is cut by the border
+    tolerance_deg: float = 2.0  # ... and its centroid is farther than this off the optical axis
+
+
+@dataclass
 class RewardConfig:
     """Reward and success constants; METHOD.md leaves them open, these are the package's choices."""
 
@@ -55,6 +64,10 @@ class SeekConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(SeekConfig)}  # YAML section -> dataclass
 
 
 def _fill(cls, values: dict, where: str):
@@ -70,7 +83,10 @@ def _fill(cls, values: dict, where: str):
             if not isinstance(value, (list, tuple)) or len(value) != len(default):
                 raise ConfigError(f"{where}.{key} must be a list of {len(default)} numbers, got {value!r}")
             value = tuple(float(v) for v in value)
-        elif isinstance(default, bool) or not isinstance(value, (int, float)) or isinstance(value, bool):
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
         else:
             value = type(default)(value)
@@ -80,10 +96,11 @@ def _fill(cls, values: dict, where: str):
 
 def config_from_dict(params: dict) -> SeekConfig:
     """Build a SeekConfig from a ``ros__parameters`` mapping; other keys (node settings) are ignored."""
-    sections = {"camera": CameraConfig, "episode": EpisodeConfig, "reward": RewardConfig}
-    cfg = SeekConfig(**{name: _fill(cls, params.get(name, {}), name) for name, cls in sections.items()})
+    cfg = SeekConfig(**{name: _fill(cls, params.get(name, {}), name) for name, cls in SECTIONS.items()})
     if cfg.episode.max_steps < 1:
         raise ConfigError("episode.max_steps must be at least 1")
+    if cfg.alignment.max_looks < 0:
+        raise ConfigError("alignment.max_looks must be 0 or more")
     cfg.camera.intrinsics()  # validates the field of view
     return cfg
 

@@ -1,34 +1,48 @@
-"""The one episode implementation: what a policy sees, what it answers, and the loop around it.
+"""The one episode implementation: a stepper that asks the world for what it needs.
 
-The same objects run inside the ROS policy node, ``panoseeker eval`` and GRPO rollouts:
+An :class:`Episode` owns everything one search knows: the decisions and the T limit, the EgoSphere,
+the path, active alignment, scoring against ground truth when known, and the rewards. It never
+touches the world; it returns *requests*, and whoever drives it answers them::
 
-* :class:`SeekAgent` turns observations into decisions for one episode (step count, the T limit,
-  step records). It never touches the world.
-* :class:`ActiveAlignment` turns a STOP box into a final mask: segment, move so the mask centroid
-  reaches the optical centre, re-segment with the box carried over.
+    req = episode.start(instruction, initial_pose)   # Look (or Capture)
+    while not isinstance(req, Done):                 # Decide | Move | Look | Segment
+        req = episode.observe(answer(req))           # Frame | Decision | mask
+
+The simulator answers in-process (:mod:`.environment`), the ROS policy node over topics, and the
+lockstep driver answers N episodes together (a GRPO group, a batch of evaluation episodes).
+
+Answers: a :class:`Frame` for :class:`Look`, :class:`Move` and :class:`Capture`; a
+:class:`Decision` for :class:`Decide`; an (H, W) bool mask in view pixels for :class:`Segment`.
+Angles are degrees; stamps are seconds on the driver's clock.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Union
 
 import cv2
 import numpy as np
 
 from .actions import Action, box_to_pixels
-from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, pose_distance, view_mask_centroid_dir
-
+from .config import SeekConfig
+from .egosphere import EgoSphere
+from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, pose_distance, view_mask_centroid_dir, \
+    view_mask_to_erp
+from .metrics import EpisodeOutcome, mask_iou, path_length_deg
+from .rewards import step_reward, terminal_reward
 
 EMPTY_INSTRUCTION = "the instruction is empty; give a sentence naming the target, e.g. 'the chair next to the bed'"
 
+
+# ---------------------------------------------------------------------------- what a policy sees
 
 @dataclass
 class Observation:
     """What the policy sees at one step.
 
-    view: (H, W, 3) uint8 RGB; canvas: EgoSphere with prompts (Hc, Wc, 3) uint8;
-    trajectory: visited poses, the current one last; step: decisions made so far.
+    view: (H, W, 3) uint8 RGB; canvas: EgoSphere with prompts (Hc, Wc, 3) uint8; trajectory: the poses
+    of every decision so far, the current one last; history: the earlier decisions' records (their
+    views and answers, for the memory variants); step: decisions made so far.
     """
 
     view: np.ndarray
@@ -39,22 +53,30 @@ class Observation:
     trajectory: tuple[Pose, ...]
     initial_pose: Pose
     stamp: float = 0.0  # seconds; the source image's time on a robot
+    history: tuple["StepRecord", ...] = ()
 
 
 @dataclass
 class Decision:
-    """A policy's answer: the action, the raw text it came from and bookkeeping for the step record."""
+    """A policy's answer: the action, the raw text it came from and bookkeeping for the step record.
+
+    ``info`` holds backend details (e.g. sampled token ids and log-probabilities for training);
+    ``latency_s`` is filled by whoever ran the policy.
+    """
 
     action: Action
     text: str = ""
     parse_failures: int = 0  # answers that did not parse before this one (see the policy's retry rule)
     info: dict = field(default_factory=dict)
+    latency_s: float = 0.0
 
 
 class Policy(Protocol):
-    name: str
+    """Decides one step from one observation. Everything episode-specific is in the observation, so
+    one policy object can serve many episodes at once; a policy that can batch also has
+    ``act_batch(observations) -> decisions``."""
 
-    def reset(self, instruction: str, initial_pose: Pose) -> None: ...
+    name: str
 
     def act(self, obs: Observation) -> Decision: ...
 
@@ -68,64 +90,343 @@ class Segmenter(Protocol):
 
 
 @dataclass
+class GroundTruth:
+    """What the simulator knows about the target: its ERP mask (H, 2H) bool and centroid."""
+
+    mask: np.ndarray
+    centroid: Pose
+    name: str = ""
+
+
+# ---------------------------------------------------------------------------- requests and answers
+
+@dataclass(frozen=True)
+class Frame:
+    """A view and the pose it was taken at (the camera's read-back), answering a camera request."""
+
+    view: np.ndarray
+    pose: Pose
+    stamp: float = 0.0
+
+
+@dataclass(frozen=True)
+class Look:
+    """Point the camera at an absolute pose (the camera clamps to its limits) and answer a Frame.
+    ``purpose`` is ``start`` (the episode's start pose) or ``align`` (an alignment look)."""
+
+    pose: Pose
+    purpose: str = "start"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Answer a fresh Frame where the camera points now (an episode that starts where it is)."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """Turn by the policy's relative move (degrees; elevation saturates) and answer a Frame."""
+
+    dtheta: float
+    dphi: float
+
+
+@dataclass(frozen=True)
+class Decide:
+    """Answer the policy's Decision on this observation."""
+
+    observation: Observation
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Answer the (H, W) bool mask of ``box_px`` (x1, y1, x2, y2 view pixels) on ``frame``'s view.
+    ``look`` is 0 for the STOP view and k for the view after the k-th alignment look."""
+
+    frame: Frame
+    box_px: tuple
+    look: int = 0
+
+
+@dataclass(frozen=True)
+class Done:
+    result: "EpisodeResult"
+
+
+CameraRequest = Union[Look, Capture, Move]
+Request = Union[Look, Capture, Move, Decide, Segment, Done]
+
+
+# ---------------------------------------------------------------------------- records and results
+
+@dataclass
 class StepRecord:
+    """One decision: where it was taken, what the policy saw and answered."""
+
     step: int
     pose: Pose
     action: Action
     text: str
     parse_failures: int
     latency_s: float
+    stamp: float = 0.0
+    reward: float = 0.0  # R_eff of the move this decision made (0 for STOP, and without ground truth)
+    observation: Observation | None = field(default=None, repr=False)
+    info: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.observation.view
 
     def as_dict(self) -> dict:
         return {"step": self.step, "pose": self.pose.as_dict(), "action": self.action.to_text(),
                 "text": self.text, "parse_failures": self.parse_failures, "latency_s": round(self.latency_s, 6)}
 
 
-class SeekAgent:
-    """Runs one policy through one episode of at most ``max_steps`` decisions.
+@dataclass
+class Score:
+    """The final mask judged against the ground truth (benchmark rules: ERP-pixel IoU, τ)."""
 
-    The episode ends at STOP or after ``max_steps`` decisions; in the second case it is truncated
-    and ends without a box (a failure), whatever the last answer was.
-    """
+    outcome: EpisodeOutcome
+    success: bool
+    reward: float  # Σ R_eff + R_term, R_term judged at the final (aligned) pose like success
+    erp_mask: np.ndarray = field(repr=False)
 
-    def __init__(self, policy: Policy, max_steps: int = 20):
-        self.policy = policy
-        self.max_steps = int(max_steps)
-        self.records: list[StepRecord] = []
-        self.instruction = ""
-        self.done = True
-        self.truncated = False
 
-    def start(self, instruction: str, initial_pose: Pose) -> None:
-        if not instruction or not instruction.strip():
-            raise ValueError(EMPTY_INSTRUCTION)
-        self.instruction = instruction.strip()
-        self.records = []
-        self.done = False
-        self.truncated = False
-        self.policy.reset(self.instruction, initial_pose)
+@dataclass
+class EpisodeResult:
+    """Everything one finished episode reports; ``score`` is None without ground truth (a robot)."""
+
+    id: str
+    category: str
+    instruction: str
+    records: list[StepRecord]
+    path: list[Pose]  # every pose the camera took, alignment looks included (P sums it)
+    stop_pose: Pose
+    final_pose: Pose
+    box: tuple | None  # the STOP box, 0–1000 view units; None: no target (or truncated)
+    truncated: bool
+    looks: int  # alignment looks made
+    frame: Frame  # the view the final mask is on (at ``final_pose``)
+    mask: np.ndarray = field(repr=False)  # (H, W) bool, the final mask in view pixels (empty: nothing found)
+    message: str = ""
+    score: Score | None = None
 
     @property
     def steps(self) -> int:
         return len(self.records)
 
     @property
-    def final_action(self) -> Action | None:
-        return self.records[-1].action if self.records else None
+    def found(self) -> bool:
+        return bool(self.mask.any())
 
-    def decide(self, obs: Observation) -> Decision:
-        if self.done:
-            raise RuntimeError("the episode has ended; call start() for a new one")
-        t0 = time.perf_counter()
-        decision = self.policy.act(obs)
-        latency = time.perf_counter() - t0
-        self.records.append(StepRecord(len(self.records) + 1, obs.pose, decision.action, decision.text,
-                                       decision.parse_failures, latency))
-        if decision.action.stop:
-            self.done = True
-        elif len(self.records) >= self.max_steps:
-            self.done, self.truncated = True, True
-        return decision
+    @property
+    def success(self) -> bool | None:
+        return self.score.success if self.score is not None else None
+
+    @property
+    def outcome(self) -> EpisodeOutcome | None:
+        return self.score.outcome if self.score is not None else None
+
+    @property
+    def reward(self) -> float | None:
+        return self.score.reward if self.score is not None else None
+
+    def as_dict(self) -> dict:
+        """One line of ``episodes.jsonl``."""
+        d = {"id": self.id, "category": self.category, "instruction": self.instruction, "success": self.success,
+             "steps": self.steps, "truncated": self.truncated, "looks": self.looks, "message": self.message,
+             "stop_pose": self.stop_pose.as_dict(), "final_pose": self.final_pose.as_dict(),
+             "poses": [p.as_dict() for p in self.path], "box": [float(v) for v in self.box] if self.box else None,
+             "mask_pixels": int(self.mask.sum()), "trajectory": [r.as_dict() for r in self.records]}
+        if self.score is not None:
+            o = self.score.outcome
+            d.update(reward=self.score.reward, iou=o.iou, final_distance_deg=o.final_distance_deg,
+                     shortest_deg=o.shortest_deg, path_deg=o.path_deg, mask_rle=encode_rle(self.score.erp_mask))
+        return d
+
+
+# ---------------------------------------------------------------------------- the stepper
+
+class Episode:
+    """One search from instruction to result, driven by requests and answers (module docstring).
+
+    ``truth`` (simulation) adds scoring and rewards; ``episode_id`` and ``category`` only label the
+    result. States: ``new`` → ``observing`` ⇄ ``deciding`` → (``segmenting`` ⇄ ``aligning``) → ``done``.
+    """
+
+    def __init__(self, config: SeekConfig | None = None, truth: GroundTruth | None = None,
+                 episode_id: str = "", category: str = ""):
+        self.config = config or SeekConfig()
+        self.intrinsics: Intrinsics = self.config.camera.intrinsics()
+        self.truth = truth
+        self.id, self.category = episode_id, category
+        self.egosphere = EgoSphere(self.intrinsics, (self.config.episode.canvas_width,
+                                                     self.config.episode.canvas_height))
+        self.state = "new"
+        self.instruction = ""
+        self.initial_pose: Pose | None = None
+        self.records: list[StepRecord] = []
+        self.path: list[Pose] = []
+        self.frame: Frame | None = None  # the newest frame
+        self.truncated = False
+        self.looks = 0
+        self.result: EpisodeResult | None = None
+        self._pending: Request | None = None
+        self._mask: tuple[np.ndarray, Frame] | None = None  # the newest mask and the frame it is on
+
+    # -- driving -----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> Request | None:
+        """The request the episode waits an answer to (None before start and after Done)."""
+        return self._pending
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+    @property
+    def steps(self) -> int:
+        return len(self.records)
+
+    def start(self, instruction: str, initial_pose: Pose | None = None) -> Look | Capture:
+        """Begin: look at ``initial_pose`` (None: start wherever the camera points)."""
+        if self.state != "new":
+            raise RuntimeError("an Episode runs once; make a new one for the next search")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(EMPTY_INSTRUCTION)
+        self.instruction = instruction.strip()
+        self.state = "observing"
+        return self._ask(Capture() if initial_pose is None else Look(initial_pose, "start"))
+
+    def observe(self, answer) -> Request:
+        """Take the answer to :attr:`pending`; return the next request."""
+        req = self._pending
+        if isinstance(req, (Look, Capture, Move)):
+            if not isinstance(answer, Frame):
+                raise TypeError(f"{type(req).__name__} is answered with a Frame, not {type(answer).__name__}")
+            return self._on_alignment_frame(answer) if self.state == "aligning" else self._on_frame(answer)
+        if isinstance(req, Decide):
+            if not isinstance(answer, Decision):
+                raise TypeError(f"Decide is answered with a Decision, not {type(answer).__name__}")
+            return self._on_decision(req.observation, answer)
+        if isinstance(req, Segment):
+            mask = np.asarray(answer, dtype=bool)
+            if mask.shape != req.frame.view.shape[:2]:
+                raise ValueError(f"the mask is {mask.shape}, the view {req.frame.view.shape[:2]}; "
+                                 f"a segmenter answers one bool per view pixel")
+            return self._on_mask(req, mask)
+        raise RuntimeError("the episode waits for nothing: call start() first" if req is None
+                           else "the episode has ended; make a new Episode for the next search")
+
+    def _ask(self, req: Request) -> Request:
+        self._pending = req
+        return req
+
+    # -- the search ----------------------------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> Request:
+        self.frame = frame
+        reward = 0.0
+        if self.initial_pose is None:
+            self.initial_pose = frame.pose
+        elif self.truth is not None:  # the answer to a Move: R_eff for the last decision
+            reward = step_reward(self.path[-1], frame.pose, self.truth.centroid, self.config.reward)
+            self.records[-1].reward = reward
+        self.path.append(frame.pose)
+        self.egosphere.integrate(frame.view, frame.pose)
+        obs = Observation(frame.view, self.egosphere.render(), frame.pose, self.instruction, len(self.records),
+                          tuple(self.egosphere.trajectory), self.initial_pose, frame.stamp, tuple(self.records))
+        self.state = "deciding"
+        return self._ask(Decide(obs))
+
+    def _on_decision(self, obs: Observation, decision: Decision) -> Request:
+        action = decision.action
+        self.records.append(StepRecord(len(self.records) + 1, obs.pose, action, decision.text,
+                                       decision.parse_failures, decision.latency_s, obs.stamp,
+                                       observation=obs, info=decision.info))
+        if action.stop:
+            if action.box is None:
+                return self._finish(self._empty(), self.frame, "the policy stopped without finding the target")
+            self.state = "segmenting"
+            return self._ask(Segment(self.frame, box_to_pixels(action.box, self.intrinsics.width,
+                                                               self.intrinsics.height)))
+        if len(self.records) >= self.config.episode.max_steps:
+            self.truncated = True
+            return self._finish(self._empty(), self.frame,
+                                f"step limit T={self.config.episode.max_steps} reached without STOP")
+        self.state = "observing"
+        return self._ask(Move(action.dtheta, action.dphi))
+
+    # -- active alignment: segment, centre the mask, re-segment with the box carried over ----
+
+    def _on_mask(self, req: Segment, mask: np.ndarray) -> Request:
+        self._mask = (mask, req.frame)
+        align = self.config.alignment
+        centre = view_mask_centroid_dir(mask, req.frame.pose, self.intrinsics)
+        if centre is None:
+            return self._finish(mask, req.frame, "empty mask: nothing to align" if req.look == 0
+                                else "the mask after the alignment look is empty")
+        if req.look == 0:
+            if not align.enabled or align.max_looks < 1:
+                return self._finish(mask, req.frame, "segmented without alignment")
+            return self._look_at(centre)
+        # a mask still cut by the view border and off centre: the target is larger than the view, or
+        # was only partly seen; look again, up to max_looks looks in all
+        if (self.looks < align.max_looks and touches_border(mask)
+                and pose_distance(centre, req.frame.pose) > align.tolerance_deg):
+            return self._look_at(centre)
+        return self._finish(mask, req.frame, "aligned")
+
+    def _look_at(self, pose: Pose) -> Request:
+        self.state = "aligning"
+        return self._ask(Look(pose, "align"))
+
+    def _on_alignment_frame(self, frame: Frame) -> Request:
+        self.frame = frame
+        self.looks += 1
+        self.path.append(frame.pose)
+        mask, src = self._mask
+        box = carried_box(mask, src.pose, frame.pose, self.intrinsics)
+        if box is None:  # the target left the view (tilt limits): keep what we had
+            return self._finish(mask, src, "the target left the view after the alignment look; kept the last mask")
+        self.state = "segmenting"
+        return self._ask(Segment(frame, box, self.looks))
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros(self.frame.view.shape[:2], dtype=bool)
+
+    def _finish(self, mask: np.ndarray, on: Frame, message: str) -> Done:
+        final = self.records[-1].action
+        box = final.box if final.stop else None
+        stop_pose = self.records[-1].pose
+        result = EpisodeResult(self.id, self.category, self.instruction, self.records, self.path, stop_pose,
+                               self.frame.pose, box, self.truncated, self.looks, on, mask, message)
+        if self.truth is not None:
+            result.score = self._score(result)
+        self.state, self.result = "done", result
+        return self._ask(Done(result))
+
+    def _score(self, r: EpisodeResult) -> Score:
+        cfg, truth = self.config.reward, self.truth
+        h, w = truth.mask.shape
+        erp_mask = view_mask_to_erp(r.mask, r.frame.pose, self.intrinsics, w, h)
+        iou = mask_iou(erp_mask, truth.mask)
+        outcome = EpisodeOutcome(self.category, r.steps, pose_distance(self.initial_pose, truth.centroid),
+                                 path_length_deg(r.path), pose_distance(r.final_pose, truth.centroid), iou)
+        stopped = r.records[-1].action.stop and not r.truncated
+        r_term = terminal_reward(r.final_pose, truth.centroid, iou, cfg) if stopped else -cfg.r_pen
+        reward = float(sum(rec.reward for rec in r.records) + r_term)
+        return Score(outcome, outcome.success(cfg.tau_deg, cfg.iou_success), reward, erp_mask)
+
+
+# ---------------------------------------------------------------------------- alignment geometry
+
+def touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def rotate_view_mask(mask: np.ndarray, src: Pose, dst: Pose, intr: Intrinsics) -> np.ndarray:
@@ -135,62 +436,6 @@ def rotate_view_mask(mask: np.ndarray, src: Pose, dst: Pose, intr: Intrinsics) -
     rel = camera_rotation(dst).T @ camera_rotation(src)
     h = k @ flip @ rel @ flip @ np.linalg.inv(k)
     return cv2.warpPerspective(mask.astype(np.uint8), h, (intr.width, intr.height), flags=cv2.INTER_NEAREST) > 0
-
-
-class ActiveAlignment:
-    """Segment the STOP box, centre the mask centroid, re-segment with the box carried over.
-
-    Split in calls so a remote camera (the ROS graph) can move between them: ``start`` returns the
-    pose to look at (None when the first mask is empty: nothing to align); ``finish`` takes the view
-    taken there and returns the mask. When that mask is still cut by the view border and its centroid
-    is more than ``tolerance_deg`` off the optical axis (a target larger than the view, or one only
-    partly seen at STOP), ``next_look`` holds one more pose to look at, up to ``max_looks`` looks in
-    all; call ``finish`` again with the view taken there. ``final_mask`` is the last mask.
-    """
-
-    def __init__(self, segmenter: Segmenter, intrinsics: Intrinsics, max_looks: int = 3,
-                 tolerance_deg: float = 2.0):
-        self.segmenter = segmenter
-        self.intrinsics = intrinsics
-        self.max_looks = int(max_looks)
-        self.tolerance_deg = float(tolerance_deg)
-        self.first_mask: np.ndarray | None = None
-        self.carried_box_px = None
-        self.final_mask: np.ndarray | None = None
-        self.next_look: Pose | None = None
-        self.looks = 0
-        self._last: tuple[np.ndarray, Pose] | None = None
-
-    def start(self, view: np.ndarray, pose: Pose, box_px) -> Pose | None:
-        self.final_mask, self.carried_box_px, self.looks = None, None, 0
-        self.first_mask = np.asarray(self.segmenter.segment(view, box_px, pose), dtype=bool)
-        self._last = (self.first_mask, pose)
-        self.next_look = view_mask_centroid_dir(self.first_mask, pose, self.intrinsics)
-        if self.next_look is None:
-            self.final_mask = self.first_mask
-        return self.next_look
-
-    def finish(self, view: np.ndarray, pose: Pose) -> np.ndarray:
-        if self._last is None:
-            raise RuntimeError("ActiveAlignment.finish called before start")
-        self.looks += 1
-        self.next_look = None
-        box = carried_box(*self._last, pose, self.intrinsics)
-        if box is None:  # the target left the view (tilt limits): keep what we had
-            self.final_mask = self._last[0]
-            return self.final_mask
-        self.carried_box_px = box
-        self.final_mask = np.asarray(self.segmenter.segment(view, box, pose), dtype=bool)
-        self._last = (self.final_mask, pose)
-        if self.looks < self.max_looks and _touches_border(self.final_mask):
-            centre = view_mask_centroid_dir(self.final_mask, pose, self.intrinsics)
-            if centre is not None and pose_distance(centre, pose) > self.tolerance_deg:
-                self.next_look = centre
-        return self.final_mask
-
-
-def _touches_border(mask: np.ndarray) -> bool:
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def carried_box(mask: np.ndarray, src: Pose, dst: Pose, intr: Intrinsics):
@@ -220,32 +465,21 @@ def carried_box(mask: np.ndarray, src: Pose, dst: Pose, intr: Intrinsics):
     return x1, y1, x2, y2
 
 
-@dataclass
-class Segmentation:
-    """The outcome of the STOP phase on one view: where the camera ended and the mask it saw."""
+# ---------------------------------------------------------------------------- mask records
 
-    pose: Pose
-    view: np.ndarray
-    mask: np.ndarray  # (H, W) bool, empty when nothing was segmented
-    looks: list[Pose] = field(default_factory=list)  # alignment poses, in order (the last is ``pose``)
+def encode_rle(mask: np.ndarray) -> dict:
+    """Row-major run-length code of a bool mask: {'size': [H, W], 'counts': [zeros, ones, zeros, ...]}."""
+    flat = np.asarray(mask, dtype=bool).ravel()
+    change = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0] + counts
+    return {"size": list(mask.shape), "counts": counts}
 
-    @property
-    def aligned(self) -> bool:
-        return bool(self.looks)
 
-
-def segment_with_alignment(camera, segmenter: Segmenter, view: np.ndarray, pose: Pose, box,
-                           intrinsics: Intrinsics) -> Segmentation:
-    """In-process STOP phase: ``box`` is the policy's 0–1000 box (None: no target, empty mask)."""
-    if box is None:
-        return Segmentation(pose, view, np.zeros(view.shape[:2], dtype=bool))
-    aligner = ActiveAlignment(segmenter, intrinsics)
-    target = aligner.start(view, pose, box_to_pixels(box, intrinsics.width, intrinsics.height))
-    looks = []
-    while target is not None:
-        view = camera.look(target.theta, target.phi)
-        pose = camera.pose()
-        looks.append(pose)
-        aligner.finish(view, pose)
-        target = aligner.next_look
-    return Segmentation(pose, view, aligner.final_mask, looks)
+def decode_rle(rle: dict) -> np.ndarray:
+    h, w = rle["size"]
+    values = np.zeros(len(rle["counts"]), dtype=bool)
+    values[1::2] = True
+    return np.repeat(values, rle["counts"]).reshape(h, w)

@@ -43,9 +43,6 @@ class ExpertPolicy:
         self.step_cost_deg = step_cost_deg
         self._outline = _outline_directions(detector.truth.mask) if detector is not None else None
 
-    def reset(self, instruction: str, initial_pose: Pose) -> None:
-        pass
-
     def _neighbours(self, p: Pose):
         """All lattice moves from ``p`` at once: (theta, phi, step length) arrays of len(_MOVES)."""
         theta = (p.theta + _DT + 180.0) % 360.0 - 180.0
@@ -119,24 +116,22 @@ class ScanPolicy:
 
     def __init__(self, detector):
         self.detector = detector
-        self.sweep: list[Pose] = []
-        self.index = 0
 
-    def reset(self, instruction: str, initial_pose: Pose) -> None:
+    def sweep(self, initial_pose: Pose) -> list[Pose]:
+        """The poses visited after the start, in order."""
         t0 = initial_pose.theta
         grid = [Pose(t0 + h, r).normalized() for r in self.ROWS_DEG for h in self.HEADINGS_DEG]
         start = Pose(t0, 0.0).normalized()
         # the start view stands for the equator look straight ahead: 1 + 8 = 9 looks at most
-        self.sweep = [p for p in grid if p != start]
-        self.index = 0
+        return [p for p in grid if p != start]
 
     def act(self, obs: Observation) -> Decision:
         box = self.detector.detect(obs.pose)
+        sweep = self.sweep(obs.initial_pose)
         if box is not None:
             action = Action.stop_at(box)
-        elif self.index < len(self.sweep):
-            action = _relative_move(obs.pose, self.sweep[self.index])
-            self.index += 1
+        elif obs.step < len(sweep):  # every earlier decision was a sweep move
+            action = _relative_move(obs.pose, sweep[obs.step])
         else:
             action = Action.stop_at(None)
         return Decision(action, action.to_text())
@@ -151,25 +146,24 @@ def _relative_move(src: Pose, dst: Pose) -> Action:
 
 class RandomPolicy:
     """Uniform random lattice moves; STOPs with probability ``p_stop`` each step, with a random box.
-    Seeded per episode from the seed and the instruction, so runs repeat exactly."""
+    Seeded per decision from the seed, the instruction, the start pose and the step, so runs repeat
+    exactly and episodes sharing the policy do not disturb each other."""
 
     name = "random"
 
     def __init__(self, seed: int = 0, p_stop: float = 0.1):
         self.seed = seed
         self.p_stop = p_stop
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, instruction: str, initial_pose: Pose) -> None:
-        self.rng = np.random.default_rng(
-            [self.seed, zlib.crc32(f"{instruction}|{initial_pose.theta:.3f}|{initial_pose.phi:.3f}".encode())])
 
     def act(self, obs: Observation) -> Decision:
-        if self.rng.random() < self.p_stop:
-            cx, cy = self.rng.uniform(100, 900, size=2)
-            w, h = self.rng.uniform(50, 400, size=2)
+        start = obs.initial_pose
+        episode = zlib.crc32(f"{obs.instruction}|{start.theta:.3f}|{start.phi:.3f}".encode())
+        rng = np.random.default_rng([self.seed, episode, obs.step])
+        if rng.random() < self.p_stop:
+            cx, cy = rng.uniform(100, 900, size=2)
+            w, h = rng.uniform(50, 400, size=2)
             box = np.clip([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 0, 1000)
             action = Action.stop_at(box)
         else:
-            action = _MOVES[int(self.rng.integers(len(_MOVES)))]
+            action = _MOVES[int(rng.integers(len(_MOVES)))]
         return Decision(action, action.to_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.actions import pixels_to_box
-from ..core.environment import GroundTruth
+from ..core.episode import GroundTruth
 from ..core.geometry import Intrinsics, Pose, dir_to_view_pixel, mask_bbox, project_erp_mask
 
 

@@ -15,7 +15,7 @@ Memory variants (``memory=``), the ablation of METHOD.md:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,10 +35,11 @@ def _fmt_pose(pose: Pose) -> str:
     return f"θ={pose.theta:+.0f}°, ϕ={pose.phi:+.0f}°"
 
 
-def system_prompt(memory: str = "egosphere") -> str:
-    """The task, the images of the chosen memory variant and the action grammar of core/actions.py."""
+def system_prompt(memory: str = "egosphere", fov_deg=DEFAULT_FOV_DEG) -> str:
+    """The task, the images of the chosen memory variant and the action grammar of core/actions.py;
+    ``fov_deg`` (horizontal, vertical) is the camera's configured field of view."""
     check_memory(memory)
-    fov_h, fov_v = (int(v) for v in DEFAULT_FOV_DEG)
+    fov_h, fov_v = (f"{v:g}" for v in fov_deg)
     lines = [
         f"You control a pan-tilt camera with a {fov_h}°×{fov_v}° field of view standing inside a 360° scene. "
         "Find the object described by the instruction: turn the camera step by step until the object is in "
@@ -78,30 +79,9 @@ def check_memory(memory: str) -> str:
     return memory
 
 
-@dataclass
-class PastStep:
-    """One earlier decision of the episode: where the camera looked, what it saw and what was answered."""
-
-    step: int
-    pose: Pose
-    view: np.ndarray  # (H, W, 3) uint8, kept by reference (views are not modified after capture)
-    answer: str  # the action text the policy acted on
-
-
-@dataclass
-class EpisodeHistory:
-    """The policy's own record of the current episode, built from the observations it was given."""
-
-    steps: list[PastStep] = field(default_factory=list)
-
-    def clear(self) -> None:
-        self.steps.clear()
-
-    def add(self, obs: Observation, answer: str) -> None:
-        self.steps.append(PastStep(obs.step, obs.pose, obs.view, answer))
-
-    def log_lines(self) -> list[str]:
-        return [f"step {s.step + 1}: at {_fmt_pose(s.pose)} answered {s.answer}" for s in self.steps]
+def log_lines(history) -> list[str]:
+    """The text log of earlier decisions (``Observation.history``), one line each."""
+    return [f"step {r.step}: at {_fmt_pose(r.pose)} answered {r.action.to_text()}" for r in history]
 
 
 @dataclass
@@ -120,11 +100,12 @@ class Prompt:
                 for part in m["content"] if part["type"] == "text"]
 
 
-def build_prompt(memory: str, instruction: str, obs: Observation, history: EpisodeHistory,
-                 answer: str | None = None, system: str | None = None) -> Prompt:
-    """The messages for one decision. ``answer`` appends the assistant turn (supervised training)."""
+def build_prompt(memory: str, obs: Observation, answer: str | None = None, system: str | None = None) -> Prompt:
+    # one builder for inference and training: the prompt a model is trained on is the one it acts on
+    """The messages for one decision, from the observation alone (its ``history`` holds the earlier
+    decisions). ``answer`` appends the assistant turn (supervised training)."""
     check_memory(memory)
-    content: list[dict] = [{"type": "text", "text": f"Instruction: {instruction}\n"}]
+    content: list[dict] = [{"type": "text", "text": f"Instruction: {obs.instruction}\n"}]
     images: list[np.ndarray] = []
 
     def image(label: str, img: np.ndarray) -> None:
@@ -135,10 +116,10 @@ def build_prompt(memory: str, instruction: str, obs: Observation, history: Episo
     if memory == "egosphere":
         image("EgoSphere:", obs.canvas)
     if memory in ("visual", "hybrid"):
-        for past in history.steps[-VISUAL_BUFFER:]:
-            image(f"Step {past.step + 1} view at {_fmt_pose(past.pose)}:", past.view)
+        for past in obs.history[-VISUAL_BUFFER:]:
+            image(f"Step {past.step} view at {_fmt_pose(past.pose)}:", past.view)
     if memory in ("text", "hybrid"):
-        log = history.log_lines()
+        log = log_lines(obs.history)
         content.append({"type": "text", "text": "Log:\n" + ("\n".join(log) if log else "(first step)") + "\n"})
     image(f"Current view, step {obs.step + 1}, at {_fmt_pose(obs.pose)}:", obs.view)
     content.append({"type": "text", "text": "\nYour action:"})

@@ -39,11 +39,11 @@ import torch
 
 from ..core.actions import Action, parse_action
 from ..core.episode import Decision, Observation
-from ..core.geometry import Pose
+from ..core.geometry import DEFAULT_FOV_DEG
 from .action_decoding import BOX_OPEN, ActionGrammar, AnswerTrie, TokenConstraint, number_completions, scan_box, \
     token_pieces
 from .loading import TINY_MODELS_FIX, ModelLoadError, load_error, optional_file, placement, resolve_source
-from .prompting import EpisodeHistory, Prompt, build_prompt, check_memory
+from .prompting import Prompt, build_prompt, check_memory, system_prompt
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 DECODINGS = ("constrained", "greedy")
@@ -181,13 +181,15 @@ class Answer:
 
 class QwenPolicy:
     """Qwen3-VL policy (core Policy protocol). Build with :meth:`from_pretrained`, or around a loaded
-    model, tokenizer and :class:`ImageSettings`. One episode at a time: ``reset`` clears the history."""
+    model, tokenizer and :class:`ImageSettings`. Stateless between decisions (the observation carries the
+    episode's history), so one policy serves any number of episodes; only the prompt-prefix cache is
+    kept, checked token by token, and :meth:`clear_cache` drops it when the weights change."""
 
     name = "qwen"
 
     def __init__(self, model, tokenizer, image_settings: ImageSettings, chat_template: str,
                  memory: str = "egosphere", decoding: str = "constrained", max_new_tokens: int = 32,
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, fov_deg=DEFAULT_FOV_DEG):
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}; choose one of {', '.join(DECODINGS)}")
         self.model = model.eval()
@@ -211,8 +213,7 @@ class QwenPolicy:
         self.constraint = TokenConstraint(self.grammar, token_pieces(tokenizer), self.eos_ids, self.device)
         self._finite_answers = sorted(self.grammar.words) + [BOX_OPEN]  # everything but the box numbers
         self._tries: dict[tuple[str, int], AnswerTrie | None] = {}
-        self.history = EpisodeHistory()
-        self.instruction = ""
+        self.fov_deg = tuple(fov_deg)
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     # -- loading -------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ class QwenPolicy:
     @classmethod
     def from_pretrained(cls, model=DEFAULT_MODEL, adapter=None, memory: str = "egosphere", device=None, dtype=None,
                         max_new_tokens: int = 32, decoding: str = "constrained", prefix_cache: bool = True,
-                        merge_adapter: bool = True) -> "QwenPolicy":
+                        merge_adapter: bool = True, fov_deg=DEFAULT_FOV_DEG) -> "QwenPolicy":
         """Load Qwen3-VL (local directory or hub id) and optionally a LoRA adapter directory, once.
 
         device: "cuda", "cpu", ... (default: CUDA when available); dtype: default bf16 on CUDA, fp32 on CPU.
@@ -247,15 +248,13 @@ class QwenPolicy:
         if adapter:
             net = load_adapter(net, adapter, merge_adapter)
         return cls(net, tokenizer, ImageSettings.from_processor(image_processor), _chat_template(source, tokenizer),
-                   memory=memory, decoding=decoding, max_new_tokens=max_new_tokens, prefix_cache=prefix_cache)
+                   memory=memory, decoding=decoding, max_new_tokens=max_new_tokens, prefix_cache=prefix_cache,
+                   fov_deg=fov_deg)
 
     # -- Policy protocol -----------------------------------------------------------------------
 
-    def reset(self, instruction: str, initial_pose: Pose) -> None:
-        """Start an episode: clears the history and the cached prompt prefix (so weights changed between
-        episodes, as in RL training, never meet a stale cache)."""
-        self.instruction = instruction
-        self.history.clear()
+    def clear_cache(self) -> None:
+        """Drop the cached prompt prefix (call after changing the weights, e.g. between RL updates)."""
         self._prefix = None
 
     @torch.inference_mode()
@@ -273,7 +272,6 @@ class QwenPolicy:
                 if not parsed.ok:
                     failed.append(answer.text)
         action = parsed.action if parsed.ok else Action.stop_at(None)
-        self.history.add(obs, action.to_text())
         info = dict(answer.info, failed_answers=failed)
         if not parsed.ok:
             info["parse_error"] = parsed.error
@@ -282,7 +280,7 @@ class QwenPolicy:
     # -- prompt and inputs ---------------------------------------------------------------------
 
     def prompt(self, obs: Observation) -> Prompt:
-        return build_prompt(self.memory, self.instruction or obs.instruction, obs, self.history)
+        return build_prompt(self.memory, obs, system=system_prompt(self.memory, self.fov_deg))
 
     def prompt_text(self, prompt: Prompt) -> str:
         return self.tokenizer.apply_chat_template(prompt.messages, chat_template=self.chat_template, tokenize=False,

@@ -47,8 +47,8 @@ class WarnOnce:
 
 
 def load_sim_env(dataset: str, episode_id: str, config: SeekConfig, who: str):
-    """The simulated episode named by the ``dataset`` / ``episode_id`` parameters (a core SeekEnv)."""
-    from ..core.environment import SeekEnv
+    """The simulated episode named by the ``dataset`` / ``episode_id`` parameters (a core SimScene)."""
+    from ..core.environment import SimScene
 
     if not dataset:
         raise ConfigError(f"{who}: parameter 'dataset' is empty; set it to a dataset.json "
@@ -58,7 +58,7 @@ def load_sim_env(dataset: str, episode_id: str, config: SeekConfig, who: str):
         spec = ds.by_id(episode_id) if episode_id else ds.episodes[0]
     except DatasetError as exc:
         raise ConfigError(f"{who}: parameter 'dataset' / 'episode_id': {exc}") from None
-    return SeekEnv(spec, config)
+    return SimScene(spec, config)
 
 
 def call_service(client, request, timeout_s: float):
