@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/projection.py
 	$(BIN)/python bench/egosphere.py
+	$(BIN)/python bench/graph_step.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

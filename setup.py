@@ -2,6 +2,8 @@ from glob import glob
 
 from setuptools import find_packages, setup
 
+from panoseeker_ros.nodes import NODES  # imports nothing else
+
 package_name = "panoseeker_ros"
 
 setup(
@@ -25,10 +27,7 @@ setup(
     entry_points={
         "console_scripts": [
             "panoseeker = panoseeker_ros.cli:main",
-            "camera_node = panoseeker_ros.nodes.camera_node:main",
-            "egosphere_node = panoseeker_ros.nodes.egosphere_node:main",
-            "policy_node = panoseeker_ros.nodes.policy_node:main",
-            "segmentation_node = panoseeker_ros.nodes.segmentation_node:main",
+            *(f"{node} = panoseeker_ros.nodes.{node}:main" for node in NODES),
         ],
     },
 )

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from panoseeker_ros.core.actions import lattice_moves, parse_action  # noqa: E402
 from panoseeker_ros.core.dataset import load_dataset  # noqa: E402
-from panoseeker_ros.core.environment import SeekEnv  # noqa: E402
+from panoseeker_ros.core.environment import SimScene, shoot  # noqa: E402
+from panoseeker_ros.core.episode import Decision  # noqa: E402
 from panoseeker_ros.paths import sample_dataset  # noqa: E402
 
 
@@ -78,13 +79,15 @@ def real_size_policy(memory: str, seed: int = 0):
 
 def episode_observations(steps: int):
     """``steps`` observations of one bedroom-sample episode, moving along a fixed list of lattice moves."""
-    spec = load_dataset(sample_dataset()).episodes[0]
-    env = SeekEnv(spec)
-    obs = [env.reset()]
+    scene = SimScene(load_dataset(sample_dataset()).episodes[0])
+    episode = scene.episode()
+    req = episode.observe(shoot(scene.camera, scene.start(episode)))
+    obs = [req.observation]
     moves = [m for m in lattice_moves() if m.dphi == 0] + [m for m in lattice_moves() if m.dphi != 0]
     for i in range(steps - 1):
-        nxt, _ = env.step(moves[(7 * i) % len(moves)])
-        obs.append(nxt)
+        move = moves[(7 * i) % len(moves)]
+        req = episode.observe(shoot(scene.camera, episode.observe(Decision(move, move.to_text()))))
+        obs.append(req.observation)
     return obs
 
 
@@ -125,14 +128,13 @@ def main() -> int:
     device = policy.device
     observations = episode_observations(args.steps + 1)
     warm, observations = observations[0], observations[1:]
-    policy.reset(warm.instruction, warm.initial_pose)
     for how in ("constrained", "generate-constrained", "greedy"):  # warm-up of every path
         policy.answer(policy.encode(policy.prompt(warm)), how)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     t_naive, t_fast, agree, greedy_actions, greedy_agree, infos = [], [], 0, 0, 0, []
-    for obs in observations:  # one episode: the history and the prompt-prefix cache carry over
+    for obs in observations:  # one episode (fixed moves in the history): the prompt-prefix cache carries over
         sync(device)
         t0 = time.perf_counter()
         fast = policy.answer(policy.encode(policy.prompt(obs)), "constrained")
@@ -151,7 +153,6 @@ def main() -> int:
         if policy.grammar.complete(naive.text):
             greedy_actions += 1
             greedy_agree += parse_action(naive.text).action == parse_action(fast.text).action
-        policy.history.add(obs, parse_action(fast.text).action.to_text())
 
     naive_ms, fast_ms = 1000 * statistics.median(t_naive), 1000 * statistics.median(t_fast)
     n = len(observations)

@@ -26,8 +26,9 @@ from policy_step import episode_observations, peak_memory, real_size_policy, syn
 
 from panoseeker_ros.core.actions import box_to_pixels  # noqa: E402
 from panoseeker_ros.core.dataset import load_dataset  # noqa: E402
-from panoseeker_ros.core.environment import SeekEnv  # noqa: E402
-from panoseeker_ros.core.episode import segment_with_alignment  # noqa: E402
+from panoseeker_ros.core.actions import Action  # noqa: E402
+from panoseeker_ros.core.environment import SimScene, answer  # noqa: E402
+from panoseeker_ros.core.episode import Decision, Done  # noqa: E402
 from panoseeker_ros.models.sam3_segmenter import Sam3Segmenter  # noqa: E402
 from panoseeker_ros.paths import sample_dataset  # noqa: E402
 
@@ -101,8 +102,8 @@ def main() -> int:
         else:
             policy = real_size_policy("egosphere")
     observations = episode_observations(args.steps + 1)
-    env = SeekEnv(load_dataset(sample_dataset()).episodes[0])
-    intr = env.intrinsics
+    scene = SimScene(load_dataset(sample_dataset()).episodes[0])
+    intr = scene.intrinsics
     box_px = box_to_pixels(BOX, intr.width, intr.height)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -112,9 +113,16 @@ def main() -> int:
     t_box = timed(lambda o: segmenter.segment(o.view, box_px, o.pose), views, device)
     aligned = []
 
+    stop = Decision(Action.stop_at(BOX))
+
     def align(o):
-        env.camera.look(o.pose.theta, o.pose.phi)
-        aligned.append(segment_with_alignment(env.camera, segmenter, o.view, o.pose, BOX, intr).aligned)
+        """The STOP phase of the episode stepper from view ``o``: segment, look, segment again."""
+        episode = scene.episode()
+        req = episode.observe(answer(episode.start(o.instruction, o.pose), scene.camera, None, None))
+        req = episode.observe(stop)
+        while not isinstance(req, Done):
+            req = episode.observe(answer(req, scene.camera, None, segmenter))
+        aligned.append(req.result.looks > 0)
 
     t_align = timed(align, views, device)
     pointed, peer = make(point_prompts=True), make(point_prompts=True, cls=ReencodingSegmenter)
@@ -135,7 +143,6 @@ def main() -> int:
           f"ratio {t_peer / t_points:.2f}x (points used on {used_points}/{len(views)} views), "
           f"peak {peak_memory(device)}")
     if policy is not None:
-        policy.reset(views[0].instruction, views[0].initial_pose)
         t_act = timed(policy.act, views, device)
         print(f"segment_step: policy + SAM-3 resident together: policy act {t_act:.1f} ms/step, "
               f"box->mask {timed(lambda o: segmenter.segment(o.view, box_px, o.pose), views, device):.1f} ms, "

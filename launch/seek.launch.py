@@ -1,6 +1,7 @@
-"""The panoseeker graph on a ROS 2 install: camera, EgoSphere, policy and segmentation nodes.
+"""The panoseeker graph on a ROS 2 install: camera, policy and segmentation nodes.
 
     ros2 launch panoseeker_ros seek.launch.py [params_file:=/path/seek.yaml] [namespace:=/panoseeker]
+                                              [respawn:=true]
 
 Every node reads the one params file (shared ``/**`` section + its own section). The policy and
 segmentation nodes are lifecycle nodes that configure and activate themselves (parameter
@@ -15,7 +16,7 @@ from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-NODES = ("camera_node", "egosphere_node", "policy_node", "segmentation_node")
+from panoseeker_ros.nodes import NODES
 
 
 def generate_launch_description():
@@ -29,8 +30,9 @@ def generate_launch_description():
         DeclareLaunchArgument("namespace", default_value="panoseeker",
                               description="namespace of every topic and service"),
         DeclareLaunchArgument("log_level", default_value="info", description="node log level"),
+        DeclareLaunchArgument("respawn", default_value="false", description="restart a node that exits"),
         *[Node(package="panoseeker_ros", executable=name, name=name, namespace=namespace,
                parameters=[params_file], arguments=["--ros-args", "--log-level", log_level],
-               output="screen", emulate_tty=True)
+               respawn=LaunchConfiguration("respawn"), output="screen", emulate_tty=True)
           for name in NODES],
     ])

@@ -22,8 +22,10 @@ class UsageError(Exception):
 
 
 def _add_policy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", default="expert", help="expert | scan | random | qwen (default: expert)")
-    p.add_argument("--segmenter", default="oracle", help="oracle | sam3 (default: oracle)")
+    from .models.registry import POLICIES, SEGMENTERS
+
+    p.add_argument("--policy", default="expert", help=" | ".join(POLICIES) + " (default: expert)")
+    p.add_argument("--segmenter", default="oracle", help=" | ".join(SEGMENTERS) + " (default: oracle)")
     p.add_argument("--model", help="qwen: model directory or hub id (default Qwen/Qwen3-VL-8B-Instruct)")
     p.add_argument("--adapter", help="qwen: LoRA adapter directory")
     p.add_argument("--memory", default="egosphere", help="qwen: none | text | visual | hybrid | egosphere")
@@ -47,14 +49,19 @@ def _backends(args, config):
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import evaluate, format_table
+    from .evaluation import evaluate, format_table, simulate
 
     config = load_config(args.config)
     dataset = load_dataset(args.dataset)
     if args.batch < 1:
         raise UsageError(f"--batch {args.batch}: give 1 or more episodes to run in lockstep")
-    policies, segmenters = _backends(args, config)
-    summary, _ = evaluate(dataset, policies, segmenters, config, args.out, progress=not args.quiet, limit=args.limit,
+    if args.through_ros:
+        from .nodes.ros_eval import through_ros
+
+        run = through_ros(dataset, args)
+    else:
+        run = simulate(*_backends(args, config), config)
+    summary, _ = evaluate(dataset, run, config, args.out, progress=not args.quiet, limit=args.limit,
                           batch=args.batch)
     title = f"policy={args.policy} segmenter={args.segmenter} dataset={dataset.path} (tau={config.reward.tau_deg:g} deg)"
     print(format_table(summary, title))
@@ -144,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--batch", type=int, default=1,
                    help="episodes run in lockstep; a policy that batches decides them in one call (default 1)")
+    p.add_argument("--through-ros", action="store_true",
+                   help="run each episode through the launched ROS graph (same files as in-process)")
+    p.add_argument("--timeout", type=float, default=120.0, help="--through-ros: seconds per episode")
     _add_policy_options(p)
     p.set_defaults(func=cmd_eval)
 

@@ -1,4 +1,9 @@
-"""The APRS benchmark runner: every episode of a dataset through the shared episode loop."""
+"""The APRS benchmark runner: every episode of a dataset through the one episode stepper.
+
+``evaluate`` takes a runner (specs → results); :func:`simulate` runs them in-process (in lockstep
+batches), ``panoseeker_ros.nodes.ros_eval.through_ros`` runs them through the launched ROS graph.
+A result has ``.outcome`` (metrics) and ``.as_dict()`` (its ``episodes.jsonl`` line).
+"""
 from __future__ import annotations
 
 import json
@@ -39,13 +44,19 @@ def run_batch(specs: list[EpisodeSpec], policies: Callable, segmenters: Callable
     return run_lockstep(scenes, [policies(s.truth) for s in scenes], [segmenters(s.truth) for s in scenes])
 
 
-def evaluate(dataset: Dataset, policies: Callable, segmenters: Callable, config: SeekConfig,
+def simulate(policies: Callable, segmenters: Callable, config: SeekConfig) -> Callable[[list[EpisodeSpec]], list]:
+    """The in-process runner of :func:`evaluate`."""
+    renderers = RendererCache()
+    return lambda specs: run_batch(specs, policies, segmenters, config, renderers)
+
+
+def evaluate(dataset: Dataset, run: Callable[[list[EpisodeSpec]], list], config: SeekConfig,
              out_dir=None, progress: bool = True, limit: int | None = None,
              batch: int = 1) -> tuple[dict, list[EpisodeResult]]:
-    """Run, score and (with ``out_dir``) write ``summary.json`` and ``episodes.jsonl``; ``batch``
-    episodes run in lockstep (same results, fewer policy calls for a policy that batches)."""
+    """Run, score and (with ``out_dir``) write ``summary.json`` and ``episodes.jsonl``; ``run`` gets
+    ``batch`` episodes at a time (:func:`simulate` runs them in lockstep: same results, fewer policy
+    calls for a policy that batches)."""
     episodes = dataset.episodes[:limit] if limit else dataset.episodes
-    renderers = RendererCache()
     results: list[EpisodeResult] = []
     out = Path(out_dir) if out_dir else None
     if out:
@@ -54,7 +65,7 @@ def evaluate(dataset: Dataset, policies: Callable, segmenters: Callable, config:
     try:
         bar = tqdm(total=len(episodes), desc="episodes", unit="ep", disable=not progress, leave=False)
         for i in range(0, len(episodes), batch):
-            for result in run_batch(episodes[i:i + batch], policies, segmenters, config, renderers):
+            for result in run(episodes[i:i + batch]):
                 results.append(result)
                 if lines:
                     lines.write(json.dumps(result.as_dict()) + "\n")
@@ -87,4 +98,4 @@ def episode_png(dataset: Dataset, record: dict, config: SeekConfig):
     return episode_picture(sphere, mask, scene.truth.mask, lines)
 
 
-__all__ = ["evaluate", "episode_png", "format_table", "RendererCache"]
+__all__ = ["evaluate", "simulate", "episode_png", "format_table", "RendererCache"]

@@ -166,6 +166,6 @@ def test_the_interface_document_covers_every_topic_service_and_parameter():
     declared = set()
     for path in (root / "panoseeker_ros" / "nodes").glob("*_node.py"):
         declared |= set(_re.findall(r'declare\(self, "([a-z_]+)"', path.read_text()))
-    assert {"backend", "model", "autostart", "driver", "align"} <= declared
+    assert {"backend", "model", "autostart", "driver", "min_step_period_s", "frame_id"} <= declared
     for name in declared:
         assert f"`{name}`" in doc, name

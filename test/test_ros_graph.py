@@ -1,4 +1,4 @@
-"""The ROS graph end to end: four node processes on real rclpy/FastDDS, a client in this process.
+"""The ROS graph end to end: the node processes on real rclpy/FastDDS, a client in this process.
 
 One graph (a random ROS_DOMAIN_ID, localhost discovery only) serves every test of this module; the
 scene is the cube panorama (1024×512) whose green '+X' face is the target. Node processes are
@@ -21,7 +21,10 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from lifecycle_msgs.srv import GetState  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
@@ -30,9 +33,10 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from panoseeker_ros.core.config import SeekConfig  # noqa: E402
 from panoseeker_ros.core.dataset import EpisodeSpec, load_dataset, load_rgb, save_dataset  # noqa: E402
-from panoseeker_ros.core.environment import SeekEnv  # noqa: E402
-from panoseeker_ros.core.geometry import Pose, pan_tilt_to_pose, pose_distance, spherical_centroid  # noqa: E402
-from panoseeker_ros.core.session import score_against_truth  # noqa: E402
+from panoseeker_ros.core.environment import SimScene  # noqa: E402
+from panoseeker_ros.core.geometry import (Pose, pan_tilt_to_pose, pose_distance, spherical_centroid,  # noqa: E402
+                                          view_mask_to_erp)
+from panoseeker_ros.core.metrics import mask_iou  # noqa: E402
 from panoseeker_ros.nodes import interface as api  # noqa: E402
 from panoseeker_ros.nodes.conversions import (header, image_to_mask, joint_state_to_pose, rgb_to_image,  # noqa: E402
                                               stamp_ns)
@@ -68,21 +72,23 @@ class Client:
         rclpy.init(context=self.context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node("test_client", namespace=NS, context=self.context)
         self.op = Operator(self.node)
-        self.explored: dict[int, int] = {}  # stamp → explored canvas pixels
+        self.explored: dict[int, int] = {}  # stamp → explored (non-black) canvas pixels
         self.poses: list[tuple[int, Pose]] = []
-        self.masks: dict[int, Image] = {}
+        self.masks: dict[int, tuple[Image, float]] = {}  # final masks by stamp, and when they arrived
         n = self.node
-        n.create_subscription(Image, api.EXPLORED, self._on_explored, api.IMAGE_QOS)
+        n.create_subscription(Image, api.CANVAS, self._on_canvas, api.IMAGE_QOS)
         n.create_subscription(JointState, api.POSE, lambda m: self.poses.append(
             (stamp_ns(m.header.stamp), joint_state_to_pose(m))), api.COMMAND_QOS)
-        n.create_subscription(Image, api.MASK, lambda m: self.masks.__setitem__(stamp_ns(m.header.stamp), m),
-                              api.IMAGE_QOS)
+        n.create_subscription(Image, api.RESULT_MASK, lambda m: self.masks.__setitem__(
+            stamp_ns(m.header.stamp), (m, self.op._now())), api.LATCHED_QOS)
         self.pub_image = n.create_publisher(Image, api.IMAGE, api.IMAGE_QOS)
         self.pub_move = n.create_publisher(JointState, api.MOVE, api.COMMAND_QOS)
         self.pub_instruction = self.op.pub
 
-    def _on_explored(self, msg: Image) -> None:
-        self.explored[stamp_ns(msg.header.stamp)] = int(np.count_nonzero(image_to_mask(msg)))
+    def _on_canvas(self, msg: Image) -> None:
+        from panoseeker_ros.nodes.conversions import image_to_rgb
+
+        self.explored[stamp_ns(msg.header.stamp)] = int(np.count_nonzero(image_to_rgb(msg).any(axis=2)))
 
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
@@ -108,6 +114,22 @@ class Client:
 
     def statuses_since(self, t_ns: int) -> list[dict]:
         return [p for kind, arrived, p in self.op.events if kind == "status" and arrived * 1e9 >= t_ns]
+
+    def statuses_of(self, rid: str) -> list[str]:
+        return [p["state"] for kind, _, p in self.op.events if kind == "status" and p.get("id") == rid]
+
+    def send(self, text: str, rid: str) -> None:
+        self.pub_instruction.publish(String(data=api.dumps({"id": rid, "instruction": text})))
+
+    def set_param(self, node: str, name: str, value: float):
+        value_msg = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value)) \
+            if not isinstance(value, str) else ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        req = SetParameters.Request(parameters=[Parameter(name=name, value=value_msg)])
+        return self.call(f"{NS}/{node}/set_parameters", SetParameters, req).results[0]
+
+    def lifecycle(self, node: str, transition: int) -> bool:
+        req = ChangeState.Request(transition=Transition(id=transition))
+        return self.call(f"{NS}/{node}/change_state", ChangeState, req).success
 
     def feedback_since(self, t_ns: int) -> list[tuple[float, dict]]:
         return [(arrived, p) for kind, arrived, p in self.op.events if kind == "feedback" and arrived * 1e9 >= t_ns]
@@ -145,8 +167,7 @@ def green_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def scene(green_dataset):
     config = SeekConfig()
-    env = SeekEnv(load_dataset(green_dataset).by_id(EPISODE), config)
-    return green_dataset, env, config
+    return green_dataset, SimScene(load_dataset(green_dataset).by_id(EPISODE), config), config
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +180,7 @@ def graph(scene, tmp_path_factory):
 
 
 def running_graph(log: Path, ready_timeout_s: float, shared: dict, per_node: dict):
-    """Start the four nodes on a free domain, yield (graph, client, log) once they are ready, stop them all."""
+    """Start the nodes on a free domain, yield (graph, client, log) once they are ready, stop them all."""
     domain = _free_domain()
     with open(log, "w") as out:
         g = Graph(PARAMS, NS, shared=shared, per_node=per_node, env=_env(domain), stdout=out,
@@ -182,28 +203,47 @@ def _alive(g: Graph) -> None:
     assert g.exited() == {}, f"nodes died: {g.exited()}"
 
 
+
 def test_bad_inputs_are_dropped_logged_once_and_survived(graph):
     g, c, log = graph
     mono = rgb_to_image(np.zeros((768, 1024, 3), np.uint8), header(c.node.get_clock().now().to_msg(), "camera"))
     mono.encoding, mono.step, mono.data = "mono8", 1024, mono.data[:1024 * 768]
     small = rgb_to_image(np.zeros((480, 640, 3), np.uint8), header(c.node.get_clock().now().to_msg(), "camera"))
-    c.spin_until(lambda: c.pub_image.get_subscription_count() >= 3, 10, "image subscribers")
+    c.spin_until(lambda: c.pub_image.get_subscription_count() >= 2, 10, "image subscribers")
     c.spin_until(lambda: c.pub_move.get_subscription_count() >= 1, 10, "the camera's move subscription")
     for bad in (mono, mono, small, small):  # one at a time: an image subscriber keeps only the newest
         c.pub_image.publish(bad)
         c.pub_move.publish(JointState(name=["pan"], position=[float("nan")]))
         c.op.spin_for(0.3)
-    # each of the three image subscribers says it once per kind of problem
-    c.spin_until(lambda: _log_count(log, r"image encoding 'mono8' is not supported") >= 3, 20, "the encoding log")
-    c.spin_until(lambda: _log_count(log, r"image is 640x480, the graph expects 1024x768") >= 3, 20, "the size log")
+    # each of the two image subscribers says it once per kind of problem
+    c.spin_until(lambda: _log_count(log, r"image encoding 'mono8' is not supported") >= 2, 20, "the encoding log")
+    c.spin_until(lambda: _log_count(log, r"image is 640x480, the graph expects 1024x768") >= 2, 20, "the size log")
     c.spin_until(lambda: _log_count(log, r"sets pan to nan") >= 1, 20, "the bad-move log")
     c.op.spin_for(0.5)
-    assert _log_count(log, r"image encoding 'mono8' is not supported") == 3
-    assert _log_count(log, r"image is 640x480") == 3
+    assert _log_count(log, r"image encoding 'mono8' is not supported") == 2
+    assert _log_count(log, r"image is 640x480") == 2
     assert _log_count(log, r"sets pan to nan") == 1
-    for node in ("egosphere_node", "policy_node", "segmentation_node"):
+    for node in ("policy_node", "segmentation_node"):
         assert re.search(rf"\[{NS.strip('/')}\.{node}\]: dropped an image on camera/image: image encoding 'mono8'",
                          log.read_text()), node
+    _alive(g)
+
+
+def test_hostile_angles_are_dropped_and_the_pose_stays_finite(graph):
+    g, c, log = graph
+    for bad in (1e308, -1e308, 7.0):  # 7 rad: finite, beyond one turn
+        c.pub_move.publish(JointState(name=["pan", "tilt"], position=[bad, 0.0]))
+        c.spin_until(lambda: _log_count(log, re.escape(f"sets pan to {bad:g} rad, beyond one turn")) >= 1, 20,
+                     f"the log of a move of {bad:g} rad")
+    look = c.node.create_publisher(JointState, api.LOOK, api.COMMAND_QOS)
+    c.spin_until(lambda: look.get_subscription_count() >= 1, 10, "the camera's look subscription")
+    look.publish(JointState(name=["tilt"], position=[1e308]))
+    c.spin_until(lambda: _log_count(log, r"sets tilt to 1e\+308 rad") >= 1, 20, "the look log")
+    t = c.now_ns()
+    c.pub_move.publish(JointState(name=["pan"], position=[0.1]))  # the camera still works, and is finite
+    p = c.pose_after(t)
+    assert np.isfinite([p.theta, p.phi]).all()
+    assert all(np.isfinite([q.theta, q.phi]).all() for _, q in c.poses)
     _alive(g)
 
 
@@ -212,6 +252,8 @@ def test_empty_instruction_is_rejected_with_a_status(graph):
     outcome = c.op.seek("   ", timeout=10)
     assert outcome.state == "rejected" and outcome.exit_code == 2
     assert "instruction is empty" in outcome.message
+    c.pub_instruction.publish(String(data='{"id": "x1", "text": "no instruction key"}'))
+    c.spin_until(lambda: "rejected" in c.statuses_of("x1"), 10, "the rejection of a JSON without instruction")
     _alive(g)
 
 
@@ -222,7 +264,7 @@ def test_out_of_range_move_is_clamped_to_the_tilt_limit(graph):
     up = c.pose_after(t)
     assert up.phi == pytest.approx(TILT_LIMIT_DEG, abs=1e-6)
     t = c.now_ns()
-    c.pub_move.publish(JointState(name=["tilt"], position=[10.0]))  # far down
+    c.pub_move.publish(JointState(name=["tilt"], position=[6.0]))  # far down
     assert c.pose_after(t).phi == pytest.approx(-TILT_LIMIT_DEG, abs=1e-6)
     # the log line may reach the file after the pose reached us
     c.spin_until(lambda: _log_count(log, r"clamped to ϕ=") >= 2, 20, "the clamp log")
@@ -231,84 +273,136 @@ def test_out_of_range_move_is_clamped_to_the_tilt_limit(graph):
 
 def test_expert_finds_and_segments_the_target_while_the_canvas_grows(graph, scene):
     g, c, _ = graph
-    _, env, config = scene
+    _, sim, config = scene
     sent = c.now_ns()
     outcome = c.op.seek("the green face", timeout=60)
     assert outcome.state == "success", outcome.message
     res = outcome.result
     final = pan_tilt_to_pose(res["pan"], res["tilt"])
-    assert pose_distance(final, env.truth.centroid) < config.reward.tau_deg
-    assert res["iou"] >= 0.5 and res["aligned"] and res["found"]
-    # the published mask, scored here independently, agrees
-    c.spin_until(lambda: res["stamp"] in c.masks, 5, "the mask stamped like the result")
-    score = score_against_truth(image_to_mask(c.masks[res["stamp"]]), final, env.truth, env.intrinsics, config.reward)
-    assert score.iou >= 0.5 and score.iou == pytest.approx(res["iou"], abs=1e-6)
+    assert pose_distance(final, sim.truth.centroid) < config.reward.tau_deg
+    assert res["iou"] >= 0.5 and res["aligned"] and res["found"] and res["record"]["success"]
+    # the final mask came before the result, and scored here independently it agrees
+    c.spin_until(lambda: res["stamp"] in c.masks, 5, "the final mask stamped like the result")
+    mask_msg, mask_arrived = c.masks[res["stamp"]]
+    result_arrived = [t for t, r in c.op.results if r.get("id") == res["id"]][0]
+    assert mask_arrived <= result_arrived
+    h, w = sim.truth.mask.shape
+    iou = mask_iou(view_mask_to_erp(image_to_mask(mask_msg), final, sim.intrinsics, w, h), sim.truth.mask)
+    assert iou >= 0.5 and iou == pytest.approx(res["iou"], abs=1e-6)
     # one decision per observation, each taken on a newer view than the one before
     steps = outcome.feedback
     assert [fb["step"] for fb in steps] == list(range(1, len(steps) + 1)) and len(steps) >= 2
-    assert pose_distance(pan_tilt_to_pose(steps[0]["pan"], steps[0]["tilt"]), env.spec.initial_pose) < 1e-6
+    assert pose_distance(pan_tilt_to_pose(steps[0]["pan"], steps[0]["tilt"]), sim.spec.initial_pose) < 1e-6
     assert steps[-1]["action"].startswith("STOP [")
     stamps = [fb["stamp"] for fb in steps]
     assert stamps == sorted(stamps) and stamps[0] > sent
     # the canvas the policy saw at each step covered more than at the step before
-    c.spin_until(lambda: all(s in c.explored for s in stamps), 5, "explored masks of every step")
+    c.spin_until(lambda: all(s in c.explored for s in stamps), 5, "the canvas of every step")
     explored = [c.explored[s] for s in stamps]
     assert all(b > a for a, b in zip(explored, explored[1:])), explored
+    assert c.statuses_of(res["id"]) == ["accepted", "segmenting", "done"]
     _alive(g)
 
 
 def test_new_instruction_preempts_the_search(graph):
     g, c, _ = graph
     t0 = c.now_ns()
-    c.pub_instruction.publish(String(data="the green face"))
-    c.spin_until(lambda: c.feedback_since(t0), 20, "the first step of the first search")
-    t1 = c.now_ns()
-    outcome = c.op.seek("the big green face", timeout=60)
+    c.send("the green face", "first")
+    c.spin_until(lambda: [fb for _, fb in c.feedback_since(t0) if fb["id"] == "first"], 20, "the first step")
+    outcome = c.op.seek("the big green face", timeout=60, request_id="second")
     assert outcome.state == "success", outcome.message
-    cancelled = [s for s in c.statuses_since(t1) if s["state"] == "cancelled"]
-    assert cancelled and cancelled[0]["instruction"] == "the green face"
-    assert "pre-empted" in cancelled[0]["message"]
-    first_episode = cancelled[0]["episode"]
-    late = [fb for _, fb in c.feedback_since(t1 + int(0.5e9)) if fb["episode"] == first_episode]
-    assert late == [], "the pre-empted search went on deciding"
-    assert not [s for s in c.statuses_since(t1)
-                if s["episode"] == first_episode and s["state"] in ("done", "segmenting")]
+    assert c.statuses_of("first") == ["accepted", "preempted"]
+    preempted = [s for s in c.statuses_since(t0) if s["id"] == "first" and s["state"] == "preempted"][0]
+    assert "pre-empted" in preempted["message"] and preempted["instruction"] == "the green face"
+    c.op.spin_for(0.5)
+    late = [(t, fb) for t, fb in c.feedback_since(t0) if fb["id"] == "first"]
+    assert len(late) == 1, "the pre-empted search went on deciding"
+    assert not [r for _, r in c.op.results if r.get("id") == "first"]
+    _alive(g)
+
+
+def test_a_flood_of_instructions_gets_a_status_each_and_only_the_last_finishes(graph):
+    g, c, _ = graph
+    c.set_param("policy_node", "min_step_period_s", 0.0)
+    try:
+        ids = [f"flood-{i}" for i in range(50)]
+        start = time.monotonic()
+        for i, rid in enumerate(ids):
+            c.send("   " if i == 7 else "the green face", rid)  # one empty instruction among them
+            c.op.spin_for(0.02)
+        assert time.monotonic() - start < 2.5
+        c.spin_until(lambda: [r for _, r in c.op.results if r.get("id") == ids[-1]], 60, "the last search's result")
+        c.op.spin_for(1.0)
+        states = {rid: c.statuses_of(rid) for rid in ids}
+        assert states[ids[7]] == ["rejected"]
+        for rid in ids[:-1]:
+            if rid != ids[7]:
+                assert states[rid] == ["accepted", "preempted"], (rid, states[rid])
+        assert states[ids[-1]][0] == "accepted" and states[ids[-1]][-1] == "done"
+        assert {r["id"] for _, r in c.op.results if str(r.get("id")).startswith("flood-")} == {ids[-1]}
+    finally:
+        c.set_param("policy_node", "min_step_period_s", STEP_PERIOD_S)
     _alive(g)
 
 
 def test_cancel_service_stops_the_search_and_no_result_follows(graph):
     g, c, _ = graph
     t0 = c.now_ns()
-    c.pub_instruction.publish(String(data="the green face"))
-    c.spin_until(lambda: c.feedback_since(t0), 20, "the first step")
+    c.send("the green face", "to-cancel")
+    c.spin_until(lambda: [fb for _, fb in c.feedback_since(t0) if fb["id"] == "to-cancel"], 20, "the first step")
     response = c.call(f"{NS}/{api.CANCEL}")
     assert response.success and "the green face" in response.message
-    c.spin_until(lambda: [s for s in c.statuses_since(t0) if s["state"] == "cancelled"], 5, "the cancelled status")
+    c.spin_until(lambda: "cancelled" in c.statuses_of("to-cancel"), 5, "the cancelled status")
     c.op.spin_for(2.0)
-    assert not [r for arrived, r in c.op.results if r["stamp"] > t0]
+    assert c.statuses_of("to-cancel") == ["accepted", "cancelled"]
+    assert not [r for _, r in c.op.results if r.get("id") == "to-cancel"]
     assert not c.call(f"{NS}/{api.CANCEL}").success  # nothing left to cancel
     _alive(g)
 
 
-def test_reset_services_restore_the_start_pose_and_clear_the_canvas(graph, scene):
+def test_reset_service_restores_the_start_pose(graph, scene):
     g, c, _ = graph
-    _, env, _ = scene
+    _, sim, _ = scene
     t = c.now_ns()
     c.pub_move.publish(JointState(name=["pan", "tilt"], position=[1.0, 0.5]))
-    moved = c.pose_after(t)
-    assert pose_distance(moved, env.spec.initial_pose) > 30
-    assert c.call(f"{NS}/{api.EGOSPHERE_RESET}").success
+    assert pose_distance(c.pose_after(t), sim.spec.initial_pose) > 30
     t = c.now_ns()
     assert c.call(f"{NS}/{api.CAMERA_RESET}").success
-    assert pose_distance(c.pose_after(t), env.spec.initial_pose) < 1e-6
-    # after the reset the canvas holds exactly one view
-    c.spin_until(lambda: [s for s in c.explored if s > t], 5, "the canvas after the reset")
-    one_view = c.explored[max(c.explored)]
-    t = c.now_ns()
-    c.pub_move.publish(JointState(name=["pan"], position=[-1.0]))
-    c.spin_until(lambda: [s for s in c.explored if s > t], 5, "the canvas after a move")
-    two_views = c.explored[max(c.explored)]
-    assert 0 < one_view < two_views < 2 * one_view
+    assert pose_distance(c.pose_after(t), sim.spec.initial_pose) < 1e-6
+    _alive(g)
+
+
+def test_parameters_apply_at_run_time_or_are_refused(graph):
+    g, c, _ = graph
+    assert c.set_param("policy_node", "min_step_period_s", 1.2).successful
+    try:
+        t0 = c.now_ns()
+        outcome = c.op.seek("the green face", timeout=60, request_id="paced")
+        assert outcome.state == "success"
+        arrived = [t for t, fb in c.feedback_since(t0) if fb["id"] == "paced"]
+        assert len(arrived) >= 2 and min(b - a for a, b in zip(arrived, arrived[1:])) >= 1.1
+    finally:
+        assert c.set_param("policy_node", "min_step_period_s", STEP_PERIOD_S).successful
+    refused = c.set_param("policy_node", "min_step_period_s", 99.0)
+    assert not refused.successful and "60" in refused.reason  # outside its range
+    assert not c.set_param("policy_node", "backend", "random").successful  # read-only
+    _alive(g)
+
+
+def test_an_inactive_segmenter_fails_the_search_at_once(graph):
+    g, c, _ = graph
+    assert c.lifecycle("segmentation_node", Transition.TRANSITION_DEACTIVATE)
+    try:
+        c.op.spin_for(0.5)
+        start = time.monotonic()
+        outcome = c.op.seek("the green face", timeout=60, request_id="no-segmenter")
+        assert outcome.state == "failure" and "segmentation_node is inactive" in outcome.message
+        assert time.monotonic() - start < 15  # the decisions, not a 60 s timeout
+        assert c.statuses_of("no-segmenter")[-1] == "failed"
+    finally:
+        assert c.lifecycle("segmentation_node", Transition.TRANSITION_ACTIVATE)
+    c.op.spin_for(0.5)
+    assert c.op.seek("the green face", timeout=60).state == "success"
     _alive(g)
 
 
@@ -340,7 +434,8 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
         counts = {conn.topic: conn.msgcount for conn in reader.connections}
         for topic in api.TRAINING_TOPICS:
             assert f"{NS}/{topic}" in counts, topic
-        for name in (api.IMAGE, api.POSE, api.CANVAS, api.INSTRUCTION, api.MOVE, api.FEEDBACK, api.RESULT):
+        for name in (api.IMAGE, api.POSE, api.CANVAS, api.INSTRUCTION, api.MOVE, api.FEEDBACK, api.RESULT,
+                     api.TARGET, api.MASK):
             assert counts[f"{NS}/{name}"] >= 1, (name, counts)
         assert counts[f"{NS}/{api.FEEDBACK}"] >= len(outcome.feedback)
         images = [c_ for c_ in reader.connections if c_.topic == f"{NS}/{api.IMAGE}"]
@@ -394,30 +489,69 @@ def test_missing_model_directory_fails_activation_with_one_line(tmp_path):
                 proc.wait()
 
 
-def test_launch_demo_searches_prints_and_saves_the_overlay(green_dataset, tmp_path):
+def test_launch_demo_searches_prints_saves_the_overlay_and_leaves_no_temporary_files(green_dataset, tmp_path):
     overlay = tmp_path / "overlay.png"
+    private_tmp = tmp_path / "tmp"  # the launcher's and the nodes' temporary directory, empty before
+    private_tmp.mkdir()
     proc = subprocess.run([sys.executable, "-m", "panoseeker_ros.nodes.commands", "launch", "--demo",
                            "--dataset", str(green_dataset), "--episode", "cube-0", "--overlay", str(overlay),
-                           "--timeout", "60"], env=_env(_free_domain()), capture_output=True, text=True, timeout=120)
+                           "--timeout", "60"], env=dict(_env(_free_domain()), TMPDIR=str(private_tmp)),
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"step +1 at θ= +-90\.0°", proc.stdout) and "result: success" in proc.stdout
     assert overlay.is_file() and overlay.stat().st_size > 1000
+    assert list(private_tmp.iterdir()) == []
 
 
-def test_launch_stops_every_node_on_sigterm(green_dataset):
-    proc = subprocess.Popen([sys.executable, "-m", "panoseeker_ros.nodes.commands", "launch",
-                             "--dataset", str(green_dataset)], env=_env(_free_domain()),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    pids, left = [], []
+class _StatusWatch:
+    """Every status of one namespace on a domain, in arrival order."""
+
+    def __init__(self, domain: int, namespace: str):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = Node("status_watch", namespace=namespace, context=self.context)
+        self.op = Operator(self.node)
+
+    def states(self) -> list[dict]:
+        return [p for kind, _, p in self.op.events if kind == "status"]
+
+    def wait(self, predicate, timeout: float, what: str):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            self.op.spin_for(0.05)
+        raise AssertionError(f"timed out waiting for {what}: {[s['state'] for s in self.states()]}")
+
+    def close(self):
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def test_sigterm_mid_search_ends_with_cancelled_and_stops_every_node(green_dataset):
+    domain = _free_domain()
+    proc = subprocess.Popen([sys.executable, "-m", "panoseeker_ros.nodes.commands", "launch", "--namespace", NS + "_t",
+                             "--dataset", str(green_dataset), "--episode", "cube-1", "--step-period", "2.0"],
+                            env=_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pids, left, watch = [], [], None
     try:
         first = proc.stdout.readline()
         pids = [int(p) for p in re.findall(r"pid (\d+)", first)]
-        assert len(pids) == 4, first
-        time.sleep(3.0)  # let the nodes come up
+        assert len(pids) == len(api.NODES), first
+        watch = _StatusWatch(domain, NS + "_t")
+        assert watch.op.wait_ready(60) is None
+        watch.op.pub.publish(String(data=api.dumps({"id": "term", "instruction": "the green face"})))
+        watch.wait(lambda: any(s.get("id") == "term" and s["state"] == "accepted" for s in watch.states()), 20,
+                   "the search to start")
         proc.send_signal(signal.SIGTERM)
+        watch.wait(lambda: watch.states() and watch.states()[-1]["state"] == "inactive", 20, "the last status")
         proc.wait(timeout=20)
         left = [pid for pid in pids if _exists(pid)]
+        mine = [s["state"] for s in watch.states() if s.get("id") == "term"]
+        assert mine == ["accepted", "cancelled"]
     finally:
+        if watch is not None:
+            watch.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -426,6 +560,75 @@ def test_launch_stops_every_node_on_sigterm(green_dataset):
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 0
     assert left == [], f"nodes still running after SIGTERM: {left}"
+
+
+@pytest.mark.parametrize("respawn", [False, True])
+def test_a_node_that_dies_is_announced_then_restarted_or_the_graph_stops(green_dataset, respawn):
+    domain = _free_domain()
+    ns = f"{NS}_{'re' if respawn else 'st'}"
+    cmd = [sys.executable, "-m", "panoseeker_ros.nodes.commands", "launch", "--namespace", ns,
+           "--dataset", str(green_dataset)] + (["--respawn"] if respawn else [])
+    proc = subprocess.Popen(cmd, env=_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watch = None
+    try:
+        first = proc.stdout.readline()
+        pids = dict(re.findall(r"(\w+_node) \(pid (\d+)\)", first))
+        watch = _StatusWatch(domain, ns)
+        assert watch.op.wait_ready(60) is None
+        os.kill(int(pids["policy_node"]), signal.SIGKILL)
+        watch.wait(lambda: any(s.get("graph") for s in watch.states()), 20, "the launcher's failed status")
+        failed = [s for s in watch.states() if s.get("graph")][0]
+        assert failed["state"] == "failed" and "policy_node exited" in failed["message"]
+        if respawn:
+            watch.wait(lambda: watch.states()[-1]["state"] == "ready", 60, "the restarted policy node")
+            assert watch.op.seek("the green face", timeout=60).state == "success"
+            assert proc.poll() is None
+        else:
+            assert proc.wait(timeout=30) != 0
+            start = time.monotonic()
+            outcome = watch.op.seek("the green face", timeout=120, ready_timeout=1.0)
+            assert outcome.state == "unreachable" and time.monotonic() - start < 10
+    finally:
+        if watch is not None:
+            watch.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_seek_notices_a_graph_that_goes_away_mid_search(green_dataset):
+    domain = _free_domain()
+    ns = NS + "_gone"
+    g = Graph(PARAMS, ns, shared={"dataset": str(green_dataset), "episode_id": "cube-1"},
+              per_node={"policy_node": {"min_step_period_s": 3.0}}, env=_env(domain),
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watch = None
+    try:
+        g.start()
+        watch = _StatusWatch(domain, ns)
+        assert watch.op.wait_ready(60) is None
+        killer = None
+
+        def kill_once_searching():
+            nonlocal killer
+            if killer is None and any(s["state"] == "accepted" for s in watch.states()):
+                killer = time.monotonic()
+                for p in g.procs.values():
+                    p.kill()
+            return None
+
+        start = time.monotonic()
+        outcome = watch.op.seek("the green face", timeout=120, abort=kill_once_searching)
+        assert outcome.state == "unreachable" and "graph is gone" in outcome.message
+        assert killer is not None and time.monotonic() - killer < 8 and time.monotonic() - start < 20
+    finally:
+        if watch is not None:
+            watch.close()
+        g.stop()
 
 
 def _exists(pid: int) -> bool:

@@ -8,6 +8,7 @@ pytest.importorskip("rclpy")
 pytest.importorskip("transformers")
 
 from geometry_msgs.msg import PolygonStamped  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from models_fixtures import tiny_model_dirs  # noqa: E402
@@ -15,7 +16,7 @@ from test_ros_graph import NS, green_dataset, running_graph  # noqa: E402,F401
 
 from panoseeker_ros.core.actions import parse_action  # noqa: E402
 from panoseeker_ros.nodes import interface as api  # noqa: E402
-from panoseeker_ros.nodes.conversions import box_to_polygon, header, time_msg  # noqa: E402
+from panoseeker_ros.nodes.conversions import box_to_polygon, header, image_to_mask, stamp_ns, time_msg  # noqa: E402
 
 MAX_STEPS = 3
 
@@ -43,8 +44,10 @@ def test_qwen_policy_node_searches_step_by_step(tiny_graph):
     assert g.exited() == {}
 
 
-def test_sam3_segmentation_node_segments_a_box_with_alignment(tiny_graph):
+def test_sam3_segmentation_node_answers_a_target_with_a_mask_stamped_like_its_view(tiny_graph):
     g, c, log = tiny_graph
+    masks = {}
+    c.node.create_subscription(Image, api.MASK, lambda m: masks.__setitem__(stamp_ns(m.header.stamp), m), api.IMAGE_QOS)
     t = c.now_ns()
     c.pub_move.publish(c.pub_move.msg_type(name=["pan"], position=[0.0]))  # a fresh view to draw on
     c.pose_after(t)
@@ -52,10 +55,9 @@ def test_sam3_segmentation_node_segments_a_box_with_alignment(tiny_graph):
     pub = c.node.create_publisher(PolygonStamped, api.TARGET, api.COMMAND_QOS)
     c.spin_until(lambda: pub.get_subscription_count() > 0, 10, "the segmentation node")
     pub.publish(box_to_polygon((312.0, 184.0, 712.0, 584.0), header(time_msg(stamp), "camera")))
-    res = c.spin_until(lambda: [r for _, r in c.op.results if r["stamp"] >= stamp], 60, "the sam3 result")[-1]
-    assert res["backend"] == "sam3" and res["box"] is not None
-    assert isinstance(res["iou"], float) and 0.0 <= res["iou"] <= 1.0  # ground truth known: scored
-    assert res["aligned"] or res["mask_pixels"] == 0  # a non-empty mask is always followed by the alignment look
+    msg = c.spin_until(lambda: masks.get(stamp), 60, "the sam3 mask")
+    mask = image_to_mask(msg)
+    assert mask.shape == (768, 1024) and msg.header.frame_id == "camera"
     assert g.exited() == {}
 
 

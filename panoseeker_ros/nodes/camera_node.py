@@ -6,6 +6,7 @@ Topics (relative to the namespace, default ``/panoseeker``; QoS names from ``int
                camera/camera_info  sensor_msgs/CameraInfo          image    its pinhole intrinsics
                camera/joint_states sensor_msgs/JointState          command  pan, tilt [rad, REP-103]
                (all three share one header stamp: the time the view was captured)
+               camera/status       std_msgs/String (JSON)          latched  {state: ready | moving | error, message}
     subscribes camera/move         sensor_msgs/JointState          command  relative [Δpan, Δtilt] rad;
                                                                             all zero re-captures the view
                camera/look         sensor_msgs/JointState          command  absolute [pan, tilt] rad
@@ -16,9 +17,10 @@ Parameters
     dataset, episode_id (string, read-only): the simulated episode (scene and start pose)
     panorama (string, read-only): a plain ERP image instead of a dataset episode
     start_pan, start_tilt (double, rad): start pose with ``panorama``
-    frame_id (string): header frame of every output
+    frame_id (string, applied at run time): header frame of every output
     camera.* (read-only): field of view, size and tilt limits, shared with the other nodes
-Moves and looks are clamped to the tilt limits (pan turns freely); malformed ones are dropped with one log line.
+Every move and look is answered by exactly one view, in the order they arrive. They are clamped to the
+tilt limits (pan turns freely); malformed ones (NaN, beyond ±2π) are dropped with one log line.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import sys
 
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from ..core.camera import Camera, PanoramaCamera
@@ -65,13 +68,13 @@ class CameraNode(Node):
         self.config = declare_seek_config(self)
         self.intrinsics = self.config.camera.intrinsics()
         dataset, episode_id = declare_sim_episode(self)
-        declare(self, "driver", "sim", "camera driver", choices=DRIVERS, read_only=True)
-        panorama = declare(self, "panorama", "", "sim: ERP image when no dataset is given", read_only=True)
-        start_pan = declare(self, "start_pan", 0.0, "sim with panorama: start pan [rad]", lo=-math.pi, hi=math.pi,
-                            read_only=True)
+        declare(self, "driver", "sim", "camera driver", choices=DRIVERS)
+        panorama = declare(self, "panorama", "", "sim: ERP image when no dataset is given")
+        start_pan = declare(self, "start_pan", 0.0, "sim with panorama: start pan [rad]", lo=-math.pi, hi=math.pi)
         start_tilt = declare(self, "start_tilt", 0.0, "sim with panorama: start tilt [rad]", lo=-math.pi / 2,
-                             hi=math.pi / 2, read_only=True)
-        self.frame_id = declare(self, "frame_id", "camera", "header frame_id of the view, info and pose")
+                             hi=math.pi / 2)
+        self.frame_id = declare(self, "frame_id", "camera", "header frame_id of the view, info and pose",
+                                on_change=lambda v: setattr(self, "frame_id", v))
         self.camera, self.start_pose = make_camera(self, self.config, dataset, episode_id, panorama,
                                                    start_pan, start_tilt)
         self.warn_once = WarnOnce(self)
@@ -79,13 +82,15 @@ class CameraNode(Node):
         self.pub_image = self.create_publisher(Image, api.IMAGE, api.IMAGE_QOS)
         self.pub_info = self.create_publisher(CameraInfo, api.CAMERA_INFO, api.IMAGE_QOS)
         self.pub_pose = self.create_publisher(JointState, api.POSE, api.COMMAND_QOS)
+        self.pub_status = self.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)
         self.create_subscription(JointState, api.MOVE, self._on_move, api.COMMAND_QOS)
         self.create_subscription(JointState, api.LOOK, self._on_look, api.COMMAND_QOS)
         self.create_service(Trigger, api.CAMERA_RESET, self._on_reset)
         self.look(self.start_pose)
         p = self.camera.pose()
-        self.get_logger().info(f"sim camera ready at θ={p.theta:.1f}° ϕ={p.phi:.1f}° "
-                               f"({self.intrinsics.width}x{self.intrinsics.height})")
+        text = f"sim camera ready at θ={p.theta:.1f}° ϕ={p.phi:.1f}° ({self.intrinsics.width}x{self.intrinsics.height})"
+        self.pub_status.publish(String(data=api.dumps({"state": "ready", "message": text})))
+        self.get_logger().info(text)
 
     def look(self, pose: Pose) -> Pose:
         """Point the camera (the driver clamps), publish view + info + pose with one stamp; the pose reached."""

@@ -12,10 +12,8 @@ from pathlib import Path
 from ..core.config import ConfigError, load_config, read_ros_parameters
 from ..core.dataset import load_dataset
 from ..paths import default_params, sample_dataset
+from ..models.registry import POLICIES, SEGMENTERS
 from . import interface as api
-
-POLICY_BACKENDS = ("qwen", "expert", "scan", "random")
-SEGMENTER_BACKENDS = ("sam3", "oracle")
 
 
 def _graph_choices(args, params: Path) -> tuple[dict, dict[str, dict], Path]:
@@ -39,13 +37,13 @@ def cmd_launch(args) -> int:
     from .launcher import Graph, run_graph
 
     params = Path(args.params) if args.params else default_params()
-    load_config(params)  # one clear line for a broken params file, before four nodes say it
+    load_config(params)  # one clear line for a broken params file, before every node says it
     shared, per_node, dataset = _graph_choices(args, params)
     ds = load_dataset(dataset)  # one clear line for a bad dataset or episode, before the nodes say it
     spec = ds.by_id(args.episode) if args.episode else ds.episodes[0]
     graph = Graph(params, args.namespace, shared, per_node, log_level=args.log_level or ("warn" if args.demo else None))
     if not args.demo:
-        return run_graph(graph)
+        return run_graph(graph, respawn=args.respawn)
 
     def demo(g) -> int:
         from .operator import pose_text, run_seek
@@ -66,7 +64,7 @@ def cmd_launch(args) -> int:
         if outcome.feedback:
             graph_s = [fb.get("observe_s", 0.0) for fb in outcome.feedback]
             policy_s = [fb.get("latency_s", 0.0) for fb in outcome.feedback]
-            print(f"{len(outcome.feedback)} steps; per step: graph (move → view + canvas) "
+            print(f"{len(outcome.feedback)} steps; per step: graph (request → view) "
                   f"{sum(graph_s) / len(graph_s):.3f} s, policy {sum(policy_s) / len(policy_s):.3f} s on average",
                   flush=True)
         return outcome.exit_code
@@ -100,16 +98,16 @@ def cmd_record(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("launch", help="start the ROS graph (camera, egosphere, policy, segmentation nodes)",
-                              description="Start the four nodes as processes from one params file; Ctrl-C stops "
+    p = subparsers.add_parser("launch", help="start the ROS graph (" + ", ".join(api.NODES) + ")",
+                              description="Start the graph's nodes as processes from one params file; Ctrl-C stops "
                                           "them all. --demo also searches one simulated episode and exits.")
     p.add_argument("--params", help="ROS params YAML (default: the package's config/seek.yaml)")
     p.add_argument("--namespace", default=api.DEFAULT_NAMESPACE, help="namespace of every topic (default %(default)s)")
     p.add_argument("--dataset", help="simulated scene: dataset.json (default: the params file's, else the "
                                      "shipped bedroom sample)")
     p.add_argument("--episode", help="episode id in the dataset (default: the first)")
-    p.add_argument("--policy", choices=POLICY_BACKENDS, help="policy backend (default: the params file's)")
-    p.add_argument("--segmenter", choices=SEGMENTER_BACKENDS, help="segmenter backend (default: the params file's)")
+    p.add_argument("--policy", choices=POLICIES, help="policy backend (default: the params file's)")
+    p.add_argument("--segmenter", choices=SEGMENTERS, help="segmenter backend (default: the params file's)")
     p.add_argument("--model", help="qwen: model directory")
     p.add_argument("--adapter", help="qwen: LoRA adapter directory")
     p.add_argument("--memory", help="qwen: memory kind")
@@ -117,6 +115,8 @@ def register(subparsers) -> None:
     p.add_argument("--sam-model", help="sam3: model directory")
     p.add_argument("--device", help="torch device of the learned backends")
     p.add_argument("--step-period", type=float, help="least seconds between two decisions (pace the search)")
+    p.add_argument("--respawn", action="store_true",
+                   help="restart a node that exits (default: stop the graph); a failed status is published either way")
     p.add_argument("--log-level", choices=("debug", "info", "warn", "error"),
                    help="node log level (default info; warn with --demo)")
     p.add_argument("--demo", action="store_true",

@@ -29,6 +29,9 @@ class MessageError(ValueError):
     """A message the graph cannot use; the text is one line naming the problem and the fix."""
 
 
+MAX_ANGLE_RAD = 2.0 * math.pi  # one full turn: any joint angle or move beyond it is a mistake, not a request
+
+
 # ---------------------------------------------------------------------------------------------
 # Time
 
@@ -144,6 +147,9 @@ def _joint_values(msg: JointState, what: str) -> dict[str, float]:
             raise MessageError(f"{what} names joint {name!r}; the pan-tilt head's joints are {', '.join(JOINTS)}")
         if not math.isfinite(value):
             raise MessageError(f"{what} sets {name} to {value}; give a finite angle in radians")
+        if abs(value) > MAX_ANGLE_RAD:  # checked before any arithmetic: 1e308 must not overflow to inf
+            raise MessageError(f"{what} sets {name} to {value:g} rad, beyond one turn (±{MAX_ANGLE_RAD:.4f}); "
+                               f"give an angle in radians")
         values[name] = float(value)
     if not values:
         raise MessageError(f"{what} has no positions; send position=[pan, tilt] in radians")

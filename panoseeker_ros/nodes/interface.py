@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
+
+from . import NODES  # noqa: F401 - the graph's processes, named here with everything else of the interface
 
 DEFAULT_NAMESPACE = "/panoseeker"
 
@@ -19,18 +22,27 @@ IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Rel
 # Commands and per-step records: every message counts, none is replayed to late joiners.
 COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
-# Latched: a late subscriber gets the last status / result at once.
+# Instructions: a burst (an operator script, a test flood) must not overflow the reader's queue, since
+# every instruction is answered with a status.
+INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+# Latched: a late subscriber gets the last result / state at once.
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-# Status changes: each one counts (a cancel is followed at once by the next search's start), and a
-# late subscriber gets the recent ones, the newest last.
-STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
-QOS = {"image": IMAGE_QOS, "command": COMMAND_QOS, "latched": LATCHED_QOS, "status": STATUS_QOS}
+# Status changes: each one counts (a burst of instructions gives a status each), and a late subscriber
+# gets the recent ones, the newest last. Liveliness with a short lease tells a client within seconds
+# that the publishing node is gone, also when it was killed (DDS discovery alone takes ~20 s then).
+LIVELINESS_LEASE_S = 2.0
+STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL, liveliness=LivelinessPolicy.AUTOMATIC,
+                        liveliness_lease_duration=Duration(seconds=LIVELINESS_LEASE_S))
+QOS = {"image": IMAGE_QOS, "command": COMMAND_QOS, "instruction": INSTRUCTION_QOS, "latched": LATCHED_QOS,
+       "status": STATUS_QOS}
 QOS_TEXT = {"image": "reliable, keep last 1, volatile",
             "command": "reliable, keep last 10, volatile",
+            "instruction": "reliable, keep last 100, volatile",
             "latched": "reliable, keep last 1, transient local",
-            "status": "reliable, keep last 10, transient local"}
+            "status": "reliable, keep last 100, transient local, liveliness lease 2 s"}
 
 JOINTS = ("pan", "tilt")  # JointState joint names of the pan-tilt head
 
@@ -48,82 +60,110 @@ class Topic:
 IMAGE = "camera/image"
 CAMERA_INFO = "camera/camera_info"
 POSE = "camera/joint_states"
+CAMERA_STATUS = "camera/status"
 MOVE = "camera/move"
 LOOK = "camera/look"
 CANVAS = "egosphere/canvas"
-EXPLORED = "egosphere/explored"
 INSTRUCTION = "instruction"
 STATUS = "status"
 FEEDBACK = "feedback"
 TARGET = "target"
 MASK = "segmentation/mask"
-OVERLAY = "segmentation/overlay"
+SEGMENTATION_STATUS = "segmentation/status"
 RESULT = "result"
+RESULT_MASK = "result/mask"
+RESULT_OVERLAY = "result/overlay"
 RESULT_POSE = "result/pose"
 
 TOPICS = (
-    Topic(IMAGE, "sensor_msgs/msg/Image", "image", "camera_node", "egosphere_node, policy_node, segmentation_node",
+    Topic(IMAGE, "sensor_msgs/msg/Image", "image", "camera_node", "policy_node, segmentation_node",
           "the current view, rgb8, camera.width × camera.height"),
     Topic(CAMERA_INFO, "sensor_msgs/msg/CameraInfo", "image", "camera_node", "—",
           "pinhole intrinsics of the view (from camera.fov_deg and size), same stamp as the view"),
-    Topic(POSE, "sensor_msgs/msg/JointState", "command", "camera_node",
-          "egosphere_node, policy_node, segmentation_node",
+    Topic(POSE, "sensor_msgs/msg/JointState", "command", "camera_node", "policy_node, segmentation_node",
           "joints pan, tilt (rad, REP-103: pan > 0 turns left, tilt > 0 looks down) where the view was taken; "
           "same stamp as the view"),
+    Topic(CAMERA_STATUS, "std_msgs/msg/String", "latched", "camera_node", "policy_node",
+          "JSON {state, message}; state: ready, moving or error (the policy pauses a search while error)"),
     Topic(MOVE, "sensor_msgs/msg/JointState", "command", "policy_node", "camera_node",
           "relative move: position = [Δpan, Δtilt] rad for joints pan, tilt (a missing joint moves 0; all "
-          "zero re-captures the view); the result is clamped to the tilt limits"),
-    Topic(LOOK, "sensor_msgs/msg/JointState", "command", "segmentation_node", "camera_node",
-          "absolute look: position = [pan, tilt] rad (a missing joint keeps its angle); clamped to the limits"),
-    Topic(CANVAS, "sensor_msgs/msg/Image", "image", "egosphere_node", "policy_node",
-          "EgoSphere canvas with grid, path and crosshair, rgb8 episode.canvas_width × canvas_height; "
-          "header of the view it integrated"),
-    Topic(EXPLORED, "sensor_msgs/msg/Image", "image", "egosphere_node", "—",
-          "mono8 mask of the canvas pixels explored so far (255); header of the view"),
-    Topic(INSTRUCTION, "std_msgs/msg/String", "command", "operator", "policy_node",
-          "a referring expression; starts a search, pre-empting the current one"),
+          "zero re-captures the view); clamped to the tilt limits; beyond ±2π dropped"),
+    Topic(LOOK, "sensor_msgs/msg/JointState", "command", "policy_node", "camera_node",
+          "absolute look (alignment): position = [pan, tilt] rad (a missing joint keeps its angle); clamped "
+          "to the limits; beyond ±2π dropped"),
+    Topic(CANVAS, "sensor_msgs/msg/Image", "image", "policy_node", "—",
+          "the EgoSphere canvas each decision saw (grid, path, crosshair), rgb8 episode.canvas_width × "
+          "canvas_height; header of the view it integrated"),
+    Topic(INSTRUCTION, "std_msgs/msg/String", "instruction", "operator", "policy_node",
+          'a referring expression, plain text or JSON {"id": ..., "instruction": ...}; starts a search, '
+          "pre-empting the current one"),
     Topic(STATUS, "std_msgs/msg/String", "status", "policy_node", "operator",
-          "JSON {state, message, instruction, episode}; state: inactive, ready, searching, segmenting, "
-          "done, failed, rejected or cancelled"),
+          "JSON {state, message, id, instruction, episode}; state: inactive, ready, accepted, rejected, "
+          "preempted, cancelled, paused, resumed, segmenting, done or failed; every instruction gets "
+          "accepted or rejected, and a search ends with exactly one of preempted, cancelled, done, failed"),
     Topic(FEEDBACK, "std_msgs/msg/String", "command", "policy_node", "operator",
-          "JSON per decision {episode, instruction, step, pan, tilt, action, text, latency_s, observe_s, stamp}"),
+          "JSON per decision {id, episode, instruction, step, pan, tilt, action, text, latency_s, observe_s, stamp}"),
     Topic(TARGET, "geometry_msgs/msg/PolygonStamped", "command", "policy_node", "segmentation_node",
-          "the STOP box as 4 corners in view pixels (x right, y down; z = 0), header of the view it was "
-          "drawn on; no points: the search ended without a target"),
-    Topic(MASK, "sensor_msgs/msg/Image", "image", "segmentation_node", "—",
-          "final mask, mono8 (255 = target), header of the view it was segmented on"),
-    Topic(OVERLAY, "sensor_msgs/msg/Image", "image", "segmentation_node", "operator",
-          "the final view with the mask tinted, rgb8, same header as the mask"),
-    Topic(RESULT, "std_msgs/msg/String", "latched", "segmentation_node", "operator, policy_node",
-          "JSON {success, found, aligned, pan, tilt, box, mask_pixels, iou, distance, backend, message, "
-          "stamp}; iou and distance (rad) only when the scene's ground truth is known"),
-    Topic(RESULT_POSE, "sensor_msgs/msg/JointState", "latched", "segmentation_node", "—",
-          "the final pose (pan, tilt rad), same header as the mask"),
+          "a box to segment as 4 corners in view pixels (x right, y down; z = 0), header of the view it is "
+          "on: the STOP box, then the box carried over after each alignment look"),
+    Topic(MASK, "sensor_msgs/msg/Image", "image", "segmentation_node", "policy_node",
+          "the mask of each target, mono8 (255 = target), header of the target"),
+    Topic(SEGMENTATION_STATUS, "std_msgs/msg/String", "status", "segmentation_node", "policy_node",
+          "JSON {state, message, backend[, stamp]}; state: active, inactive, or failed (for the target "
+          "stamped stamp [ns])"),
+    Topic(RESULT_MASK, "sensor_msgs/msg/Image", "latched", "policy_node", "—",
+          "the final mask, mono8, header of the view it is on; published before result"),
+    Topic(RESULT_OVERLAY, "sensor_msgs/msg/Image", "latched", "policy_node", "operator",
+          "the final view with the mask tinted, rgb8, same header as the final mask; published before result"),
+    Topic(RESULT_POSE, "sensor_msgs/msg/JointState", "latched", "policy_node", "—",
+          "the final pose (pan, tilt rad), same header as the final mask; published before result"),
+    Topic(RESULT, "std_msgs/msg/String", "latched", "policy_node", "operator",
+          "JSON {id, instruction, episode, success, found, aligned, looks, steps, pan, tilt, mask_pixels, iou, "
+          "distance, message, stamp, record}; iou and distance (rad) only when the scene's ground truth is "
+          "known; record is the episode's panoseeker eval line"),
 )
 TOPIC_BY_NAME = {t.name: t for t in TOPICS}
 
 # What a training bag must hold: views and their poses, the canvas, the instructions, the moves the
-# policy made, the per-step feedback and the results.
-TRAINING_TOPICS = (IMAGE, CAMERA_INFO, POSE, CANVAS, INSTRUCTION, MOVE, LOOK, FEEDBACK, STATUS, TARGET, RESULT,
-                   RESULT_POSE, MASK)
+# policy made, the per-step feedback, the segmentation requests and answers, and the results.
+TRAINING_TOPICS = (IMAGE, CAMERA_INFO, POSE, CANVAS, INSTRUCTION, MOVE, LOOK, FEEDBACK, STATUS, TARGET, MASK,
+                   RESULT, RESULT_POSE, RESULT_MASK)
 
 CAMERA_RESET = "camera/reset"
-EGOSPHERE_RESET = "egosphere/reset"
 CANCEL = "cancel"
-SEGMENTATION_CANCEL = "segmentation/cancel"
 
 SERVICES = (
     (CAMERA_RESET, "std_srvs/srv/Trigger", "camera_node",
-     "point the camera at the episode's start pose and publish the view"),
-    (EGOSPHERE_RESET, "std_srvs/srv/Trigger", "egosphere_node", "clear the canvas: a new episode starts"),
-    (CANCEL, "std_srvs/srv/Trigger", "policy_node", "stop the current search (and its segmentation)"),
-    (SEGMENTATION_CANCEL, "std_srvs/srv/Trigger", "segmentation_node", "abandon the segmentation in progress"),
+     "point the camera at its start pose and publish the view"),
+    (CANCEL, "std_srvs/srv/Trigger", "policy_node", "stop the current search"),
 )
 
 
 def dumps(payload: dict) -> str:
     """The JSON text of a status / feedback / result payload (compact, UTF-8 kept)."""
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+class InstructionError(ValueError):
+    """An instruction message that cannot start a search; ``id`` is its id when it had one."""
+
+    def __init__(self, message: str, rid: str | None = None):
+        super().__init__(message)
+        self.id = rid
+
+
+def parse_instruction(text: str) -> tuple[str | None, str]:
+    """An instruction message → (id, instruction): JSON ``{"id": ..., "instruction": ...}`` or plain text
+    (id None). Raises :class:`InstructionError` (one line) for a JSON object without a text instruction."""
+    payload = loads(text) if text.lstrip().startswith("{") else None
+    if payload is None:
+        return None, text
+    rid = None if payload.get("id") is None else str(payload["id"])
+    words = payload.get("instruction")
+    if not isinstance(words, str):
+        raise InstructionError('the JSON instruction has no "instruction" text; send {"id": "...", '
+                               '"instruction": "the chair next to the bed"} or plain text', rid)
+    return rid, words
 
 
 def loads(text: str) -> dict | None:

@@ -1,11 +1,13 @@
-"""``panoseeker launch``: the four nodes as separate processes, for installs without ``ros2 launch``.
+"""``panoseeker launch``: the graph's nodes as separate processes, for installs without ``ros2 launch``.
 
 Each node runs as ``python -m panoseeker_ros.nodes.<node> --ros-args -r __ns:=NS --params-file YAML
 [--params-file OVERRIDES]``, the same parameters ``launch/seek.launch.py`` passes. Command-line choices
-(dataset, episode, backends, models) go into a small overrides YAML in a temporary directory (a
-node's own section outranks ``-p``, and YAML keeps values like ``001`` strings). Ctrl-C or SIGTERM stops every node
-(SIGINT, then SIGKILL after a grace period); the nodes also get SIGTERM if this process dies, so none
-is orphaned. When a node exits on its own, the rest are stopped and its exit code is returned.
+(dataset, episode, backends, models) go into a small overrides YAML held in memory (a memfd the nodes
+read through ``/proc/self/fd``: nothing is left on disk; a node's own section outranks ``-p``, and YAML
+keeps values like ``001`` strings). Ctrl-C or SIGTERM stops every node (SIGINT, so each says goodbye,
+then SIGKILL after a grace period); the nodes also get SIGTERM if this process dies, so none is
+orphaned. When a node exits on its own, a ``failed`` status naming it is published, then the node is
+restarted (``respawn``) or the rest are stopped and its exit code is returned.
 """
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-NODES = ("camera_node", "egosphere_node", "policy_node", "segmentation_node")
+from .interface import NODES
+
 STOP_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
@@ -32,7 +34,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def write_overrides(directory: Path, shared: dict, per_node: dict[str, dict]) -> Path | None:
+def overrides_yaml(shared: dict, per_node: dict[str, dict]) -> str | None:
     """A ROS params YAML with the command line's choices; None when there are none."""
     doc = {}
     if shared:
@@ -40,10 +42,16 @@ def write_overrides(directory: Path, shared: dict, per_node: dict[str, dict]) ->
     for node, params in per_node.items():
         if params:
             doc[f"/**/{node}"] = {"ros__parameters": params}
-    if not doc:
+    return yaml.safe_dump(doc, sort_keys=False) if doc else None
+
+
+def write_overrides(directory: Path, shared: dict, per_node: dict[str, dict]) -> Path | None:
+    """The overrides YAML as a file in ``directory`` (for a node started by hand); None when empty."""
+    text = overrides_yaml(shared, per_node)
+    if text is None:
         return None
-    path = directory / "overrides.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path = Path(directory) / "overrides.yaml"
+    path.write_text(text)
     return path
 
 
@@ -57,7 +65,7 @@ def node_command(node: str, params: list[Path], namespace: str, log_level: str |
 
 
 class Graph:
-    """The four node processes of one namespace. Use as a context manager or call start()/stop()."""
+    """The node processes of one namespace. Use as a context manager or call start()/stop()."""
 
     def __init__(self, params: Path, namespace: str = "/panoseeker", shared: dict | None = None,
                  per_node: dict[str, dict] | None = None, log_level: str | None = None, env: dict | None = None,
@@ -71,19 +79,24 @@ class Graph:
         self.stdout, self.stderr = stdout, stderr
         self.nodes = tuple(nodes)
         self.procs: dict[str, subprocess.Popen] = {}
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.restarts: dict[str, int] = {}
+        self._overrides: int | None = None  # memfd of the overrides YAML
 
     def start(self) -> "Graph":
-        self._tmp = tempfile.TemporaryDirectory(prefix="panoseeker_launch_")
-        files = [self.params]
-        overrides = write_overrides(Path(self._tmp.name), self.shared, self.per_node)
-        if overrides is not None:
-            files.append(overrides)
+        text = overrides_yaml(self.shared, self.per_node)
+        if text is not None:
+            self._overrides = os.memfd_create("panoseeker_overrides", 0)  # inherited, never on disk
+            os.write(self._overrides, text.encode())
         for node in self.nodes:
-            self.procs[node] = subprocess.Popen(node_command(node, files, self.namespace, self.log_level),
-                                                env=self.env, stdout=self.stdout, stderr=self.stderr,
-                                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            self.start_node(node)
         return self
+
+    def start_node(self, node: str) -> None:
+        files = [self.params] + ([Path(f"/proc/self/fd/{self._overrides}")] if self._overrides is not None else [])
+        self.procs[node] = subprocess.Popen(node_command(node, files, self.namespace, self.log_level),
+                                            env=self.env, stdout=self.stdout, stderr=self.stderr,
+                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                            pass_fds=() if self._overrides is None else (self._overrides,))
 
     @property
     def pids(self) -> dict[str, int]:
@@ -105,9 +118,9 @@ class Graph:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        if self._overrides is not None:
+            os.close(self._overrides)
+            self._overrides = None
 
     def __enter__(self) -> "Graph":
         return self.start()
@@ -124,9 +137,54 @@ def _raise_stop(signum, frame):
     raise _Stop()
 
 
-def run_graph(graph: Graph, body=None, on_line=print) -> int:
-    """Start ``graph``, run ``body(graph)`` (or wait) until done, a node exits, or SIGINT/SIGTERM; stop
-    every node on the way out. Returns body's exit code, a crashed node's code, or 0 when stopped."""
+def announce_failure(namespace: str, message: str, env: dict | None = None) -> None:
+    """Publish a final ``failed`` status in ``namespace`` (the policy node cannot when it died), and wait
+    until the subscribers have it (a few seconds at most)."""
+    import rclpy
+    from rclpy.duration import Duration
+    from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions
+    from std_msgs.msg import String
+
+    from . import interface as api
+
+    context = rclpy.Context()
+    domain = (env or os.environ).get("ROS_DOMAIN_ID")
+    rclpy.init(context=context, domain_id=int(domain) if domain else None,
+               signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = Node(f"launcher_{os.getpid()}", namespace=namespace, context=context)
+        pub = node.create_publisher(String, api.STATUS, api.STATUS_QOS)
+        end = time.monotonic() + 3.0  # discovery of the subscribers that are there (a new participant)
+        while pub.get_subscription_count() == 0 and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(0.3 if pub.get_subscription_count() else 0.0)  # the others match about together
+        pub.publish(String(data=api.dumps({"state": "failed", "message": message, "id": None, "instruction": None,
+                                           "episode": None, "graph": "node exited"})))
+        pub.wait_for_all_acked(Duration(seconds=2.0))
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def watch(graph: Graph, respawn: bool, on_line=print) -> int | None:
+    """One look at the node processes: a node that exited is announced, then restarted (``respawn``)
+    or the graph's exit code is returned (None: all is well)."""
+    for name, rc in graph.exited().items():
+        what = f"{name} exited with code {rc}; " + ("restarting it" if respawn else "stopping the graph")
+        on_line(what)
+        announce_failure(graph.namespace, what, graph.env)
+        if not respawn:
+            return rc or 1
+        graph.restarts[name] = graph.restarts.get(name, 0) + 1
+        graph.start_node(name)
+    return None
+
+
+def run_graph(graph: Graph, body=None, on_line=print, respawn: bool = False) -> int:
+    """Start ``graph``, run ``body(graph)`` (or watch it) until done, a node exits (without
+    ``respawn``), or SIGINT/SIGTERM; stop every node on the way out. Returns body's exit code, a
+    crashed node's code, or 0 when stopped."""
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
@@ -135,13 +193,7 @@ def run_graph(graph: Graph, body=None, on_line=print) -> int:
         if body is not None:
             code = body(graph)
         else:
-            while True:
-                dead = graph.exited()
-                if dead:
-                    name, rc = next(iter(dead.items()))
-                    on_line(f"{name} exited with code {rc}; stopping the graph")
-                    code = rc or 1
-                    break
+            while (code := watch(graph, respawn, on_line)) is None:
                 time.sleep(0.2)
     except (_Stop, KeyboardInterrupt):
         on_line("stopping the graph")

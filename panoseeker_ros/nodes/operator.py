@@ -6,19 +6,23 @@ A line per decision, e.g.::
     step  1 at θ= -90.0° ϕ=  0.0°  MOVE 180 0        policy 0.081 s  graph 0.094 s
     result: success: aligned; IoU 0.93, 1.2° from the target centroid (mask 41210 px at θ= 89.0° ϕ=  0.0°)
 
-Messages that belong to an earlier search are told apart by stamp: only statuses, feedback and results
-that arrive after this client's instruction (and, for results, that are stamped after it) count.
+The instruction goes out as JSON with an id of this client's own; only statuses, feedback and results
+carrying that id count, so a stale or superseded search is never mistaken for this one. A graph that
+goes away (no policy node listens any more, or the launcher reports a node that exited) ends the wait
+within a few seconds.
 """
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import rclpy
 import rclpy.executors
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
@@ -31,7 +35,7 @@ from .conversions import image_to_rgb, stamp_ns
 
 @dataclass
 class SeekOutcome:
-    state: str  # success | failure | rejected | cancelled | timeout | unreachable
+    state: str  # success | failure | rejected | cancelled | preempted | timeout | unreachable
     message: str
     result: dict | None = None
     feedback: list = field(default_factory=list)
@@ -75,16 +79,27 @@ class Operator:
         self.results: list[tuple[float, dict]] = []
         self.overlays: dict[int, Image] = {}
         self.pub = node.create_publisher(String, api.INSTRUCTION, api.COMMAND_QOS)
+        self.alive = 0  # status publishers alive (liveliness): 0 after one was seen means the graph is gone
+        self.lost = False
         self.subs = {
-            "policy_node": node.create_subscription(String, api.STATUS,
-                                                    lambda m: self._keep(self.statuses, m, "status"), api.STATUS_QOS),
+            "policy_node": node.create_subscription(
+                String, api.STATUS, lambda m: self._keep(self.statuses, m, "status"), api.STATUS_QOS,
+                event_callbacks=SubscriptionEventCallbacks(liveliness=self._on_liveliness)),
             "policy_node feedback": node.create_subscription(String, api.FEEDBACK,
                                                              lambda m: self._keep(None, m, "feedback"),
                                                              api.COMMAND_QOS),
-            "segmentation_node": node.create_subscription(String, api.RESULT, lambda m: self._keep(self.results, m),
-                                                          api.LATCHED_QOS),
-            "segmentation_node overlay": node.create_subscription(Image, api.OVERLAY, self._on_overlay, api.IMAGE_QOS),
+            "policy_node result": node.create_subscription(String, api.RESULT, lambda m: self._keep(self.results, m),
+                                                           api.LATCHED_QOS),
+            "policy_node overlay": node.create_subscription(Image, api.RESULT_OVERLAY, self._on_overlay,
+                                                            api.LATCHED_QOS),
         }
+
+
+    def _on_liveliness(self, info) -> None:
+        self.lost = self.lost or (info.alive_count == 0 and info.not_alive_count > 0)
+        self.alive = info.alive_count
+        if self.alive:
+            self.lost = False
 
     def _now(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
@@ -120,7 +135,8 @@ class Operator:
             last = self.statuses[-1][1] if self.statuses else None
             matched = all(sub.get_publisher_count() > 0 for sub in self.subs.values())
             listening = self.pub.get_subscription_count() > 0
-            if listening and matched and last is not None and last.get("state") != "inactive":
+            if (listening and matched and last is not None and last.get("state") != "inactive"
+                    and not last.get("graph") and not self.lost):
                 return None
         ns = self.node.get_namespace()
         if self.pub.get_subscription_count() == 0:
@@ -130,60 +146,76 @@ class Operator:
         if missing:
             return f"{', '.join(missing)} not found in {ns} after {timeout:g} s; is the whole graph running?"
         last = self.statuses[-1][1] if self.statuses else {}
+        if last.get("graph") or self.lost:
+            return f"the graph is not running: {last.get('message', 'its policy_node is gone')}"
         return f"policy_node is not active after {timeout:g} s: {last.get('message', 'no status')}"
 
     def seek(self, instruction: str, timeout: float, on_line: Callable[[str], None] = print,
              overlay_path=None, ready_timeout: float = 10.0,
-             abort: Callable[[], str | None] | None = None) -> SeekOutcome:
+             abort: Callable[[], str | None] | None = None, request_id: str | None = None,
+             gone_after_s: float = 3.0) -> SeekOutcome:
         """Send ``instruction`` and follow it to its result (or rejection, cancellation, timeout).
-        ``abort`` is polled: a non-empty reason ends the wait (e.g. a node process died)."""
+        ``abort`` is polled: a non-empty reason ends the wait (e.g. a node process died); so does a
+        graph whose policy node has stopped listening for ``gone_after_s``."""
         reason = self.wait_ready(ready_timeout, abort)
         if reason is not None:
             return SeekOutcome("unreachable", reason)
+        rid = request_id or f"{self.node.get_name()}-{uuid.uuid4().hex[:12]}"  # unique across clients and runs
         sent = self._now()
-        self.pub.publish(String(data=instruction))
-        text = instruction.strip()
-        episode, seen = None, 0
+        self.pub.publish(String(data=api.dumps({"id": rid, "instruction": instruction})))
         outcome = SeekOutcome("timeout", f"no result within {timeout:g} s of the instruction")
         end = time.monotonic() + timeout
-        failed_at = None
+        seen, ended, alone_since = 0, None, None
         while time.monotonic() < end:
             self.spin_for(0.05)
             if abort is not None and (why := abort()):
                 return SeekOutcome("unreachable", why, feedback=outcome.feedback)
+            if self.lost:  # the policy node's liveliness lease ran out: killed, or its machine is gone
+                return SeekOutcome("unreachable", "the graph is gone: policy_node stopped answering (liveliness "
+                                                  f"lost after {api.LIVELINESS_LEASE_S:g} s)", feedback=outcome.feedback)
+            if self.pub.get_subscription_count() == 0:
+                alone_since = alone_since or time.monotonic()
+                if time.monotonic() - alone_since > gone_after_s:
+                    return SeekOutcome("unreachable", f"the graph is gone: no policy_node has listened on "
+                                                      f"{api.INSTRUCTION} for {gone_after_s:g} s",
+                                       feedback=outcome.feedback)
+            else:
+                alone_since = None
             for kind, arrived, payload in self.events[seen:]:
                 if arrived < sent:
                     continue
-                if kind == "feedback":
-                    if payload.get("instruction") == text and (episode is None or payload.get("episode") == episode):
-                        outcome.feedback.append(payload)
-                        on_line(feedback_line(payload))
+                if kind == "status" and payload.get("graph"):  # the launcher: a node of the graph exited
+                    return SeekOutcome("unreachable", payload.get("message", "a node exited"), feedback=outcome.feedback)
+                if payload.get("id") != rid:
                     continue
                 state = payload.get("state")
-                if state == "rejected" and payload.get("instruction") == instruction:
+                if kind == "feedback":
+                    outcome.feedback.append(payload)
+                    on_line(feedback_line(payload))
+                elif state == "rejected":
                     return SeekOutcome("rejected", f"rejected: {payload.get('message')}")
-                if payload.get("instruction") != text or (episode is not None and payload.get("episode") != episode):
-                    continue
-                if state == "searching" and episode is None:
-                    episode = payload.get("episode")
-                if state in ("searching", "failed", "cancelled"):  # STOP and the result have lines of their own
+                elif state in ("accepted", "paused", "resumed"):
+                    on_line(f"{'searching' if state == 'accepted' else state}: {payload.get('message')}")
+                elif state in ("cancelled", "preempted"):
                     on_line(f"{state}: {payload.get('message')}")
-                if state == "cancelled":
-                    return SeekOutcome("cancelled", payload.get("message", "cancelled"), feedback=outcome.feedback)
-                if state == "failed" and failed_at is None:
-                    failed_at = time.monotonic()
+                    return SeekOutcome(state, payload.get("message", state), feedback=outcome.feedback)
+                elif state in ("done", "failed") and ended is None:
+                    ended = (time.monotonic(), payload)
             seen = len(self.events)
-            fresh = [r for arrived, r in self.results if isinstance(r.get("stamp"), int) and r["stamp"] * 1e-9 > sent]
-            if fresh:
-                res = fresh[-1]
+            mine = [r for _, r in self.results if r.get("id") == rid]
+            if mine:
+                res = mine[-1]
                 on_line(result_line(res))
                 outcome = SeekOutcome("success" if res.get("success") else "failure", res.get("message", ""), res,
                                       outcome.feedback)
                 if overlay_path is not None:
                     outcome.overlay_path = self._save_overlay(res["stamp"], Path(overlay_path), on_line)
                 return outcome
-            if failed_at is not None and time.monotonic() - failed_at > 5.0:
-                return SeekOutcome("failure", "the search failed and no result followed", feedback=outcome.feedback)
+            # a search that failed before its result (a timeout, a backend error) has none: one more
+            # moment for a result that took another path, then the failure
+            if ended is not None and time.monotonic() - ended[0] > 2.0:
+                on_line(f"failed: {ended[1].get('message')}")
+                return SeekOutcome("failure", ended[1].get("message", "failed"), feedback=outcome.feedback)
         return outcome
 
     def _save_overlay(self, stamp: int, path: Path, on_line) -> Path | None:

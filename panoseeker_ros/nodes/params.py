@@ -1,20 +1,23 @@
 """Parameter declaration: the shared settings of ``config/seek.yaml`` and each node's own ones.
 
-The shared sections (``camera.*``, ``episode.*``, ``reward.*``) are declared from the core dataclasses,
-read-only, and turned into a :class:`~panoseeker_ros.core.config.SeekConfig` by the same
+The shared sections (``camera.*``, ``episode.*``, ``reward.*``, ``alignment.*``) are declared from the
+core dataclasses and turned into a :class:`~panoseeker_ros.core.config.SeekConfig` by the same
 ``config_from_dict`` that ``panoseeker eval`` uses, so every node and the CLI agree on one file.
+
+A parameter is either applied at run time (declared with ``on_change``: ``ros2 param set`` takes
+effect at once, a bad value is refused with the reason) or read-only (``ros2 param set`` is refused).
 """
 from __future__ import annotations
 
 import dataclasses
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from typing import Callable
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
-from ..core.config import CameraConfig, ConfigError, EpisodeConfig, RewardConfig, SeekConfig, config_from_dict
-
-SECTIONS = {"camera": CameraConfig, "episode": EpisodeConfig, "reward": RewardConfig}
+from ..core.config import SECTIONS, ConfigError, SeekConfig, config_from_dict
 
 SHARED_DESCRIPTIONS = {
     "camera.fov_deg": "horizontal and vertical field of view [deg], each in (0, 180)",
@@ -32,6 +35,9 @@ SHARED_DESCRIPTIONS = {
     "reward.r_base": "R_term when stopping within τ",
     "reward.alpha": "R_term weight of the IoU",
     "reward.r_pen": "R_term penalty when stopping farther than τ",
+    "alignment.enabled": "centre the STOP mask's centroid and segment again before the final mask",
+    "alignment.max_looks": "alignment looks at most (more than one only while the mask is cut by the border)",
+    "alignment.tolerance_deg": "look again only while the centroid is farther than this off centre [deg]",
 }
 
 SIM_DESCRIPTIONS = {
@@ -46,8 +52,10 @@ def _fail(node: Node, name: str, exc: Exception) -> ConfigError:
                        f"or with -p {node.get_name()}:{name}:=...")
 
 
-def declare_seek_config(node: Node) -> SeekConfig:
-    """Declare ``camera.*``, ``episode.*``, ``reward.*`` (read-only) and return the SeekConfig they make."""
+def declare_seek_config(node: Node, live: Callable[[SeekConfig], None] | None = None) -> SeekConfig:
+    """Declare the shared sections and return the SeekConfig they make. ``camera``, ``episode`` and
+    ``reward`` are read-only (every node must agree on them); with ``live``, ``alignment.*`` is applied
+    at run time: ``live`` gets the new SeekConfig (a search in progress keeps the one it started with)."""
     values: dict = {}
     for section, cls in SECTIONS.items():
         defaults = cls()
@@ -56,28 +64,79 @@ def declare_seek_config(node: Node) -> SeekConfig:
             default = getattr(defaults, f.name)
             if isinstance(default, tuple):
                 default = [float(v) for v in default]
-            desc = ParameterDescriptor(description=SHARED_DESCRIPTIONS.get(name, ""), read_only=True,
+            runtime = live is not None and section == "alignment"
+            desc = ParameterDescriptor(description=SHARED_DESCRIPTIONS.get(name, ""), read_only=not runtime,
                                        dynamic_typing=True)  # 90 and 90.0 both mean degrees
             try:
                 values.setdefault(section, {})[f.name] = node.declare_parameter(name, default, desc).value
             except ParameterException as exc:
                 raise _fail(node, name, exc) from None
     try:
-        return config_from_dict(values)
+        config = config_from_dict(values)
     except ConfigError as exc:
         raise ConfigError(f"{node.get_name()}: {exc}") from None
+    if live is not None:
+        def apply(changes: dict) -> str | None:
+            merged = {sec: dict(vals) for sec, vals in values.items()}
+            for name, value in changes.items():
+                sec, key = name.split(".", 1)
+                merged[sec][key] = value
+            try:
+                new = config_from_dict(merged)
+            except ConfigError as exc:
+                return str(exc)
+            values.update(merged)
+            live(new)
+            return None
+
+        _live(node).groups.append((tuple(f"alignment.{f.name}" for f in dataclasses.fields(SECTIONS["alignment"])),
+                                   apply))
+    return config
+
+
+class _LiveParameters:
+    """The parameters of one node applied at run time: name → setter, plus groups checked together."""
+
+    def __init__(self, node: Node):
+        self.setters: dict[str, Callable] = {}
+        self.groups: list[tuple[tuple[str, ...], Callable[[dict], str | None]]] = []
+        node.add_on_set_parameters_callback(self.on_set)
+
+    def on_set(self, params) -> SetParametersResult:
+        changes = {p.name: p.value for p in params}
+        for name, value in changes.items():
+            setter = self.setters.get(name)
+            if setter is not None and (why := setter(value, dry_run=True)):
+                return SetParametersResult(successful=False, reason=why)
+        for names, apply in self.groups:
+            mine = {n: v for n, v in changes.items() if n in names}
+            if mine and (why := apply(mine)):
+                return SetParametersResult(successful=False, reason=why)
+        for name, value in changes.items():
+            if name in self.setters:
+                self.setters[name](value, dry_run=False)
+        return SetParametersResult(successful=True)
+
+
+def _live(node: Node) -> _LiveParameters:
+    if not hasattr(node, "_panoseeker_live"):
+        node._panoseeker_live = _LiveParameters(node)
+    return node._panoseeker_live
 
 
 def declare_sim_episode(node: Node) -> tuple[str, str]:
     """Declare the shared ``dataset`` and ``episode_id`` (read-only); returns them."""
-    return (declare(node, "dataset", "", SIM_DESCRIPTIONS["dataset"], read_only=True),
-            declare(node, "episode_id", "", SIM_DESCRIPTIONS["episode_id"], read_only=True))
+    return (declare(node, "dataset", "", SIM_DESCRIPTIONS["dataset"]),
+            declare(node, "episode_id", "", SIM_DESCRIPTIONS["episode_id"]))
 
 
 def declare(node: Node, name: str, default, description: str, *, lo=None, hi=None, choices=None,
-            read_only: bool = False):
-    """Declare one node parameter with a descriptor (range, choices, read-only) and return its value."""
-    desc = ParameterDescriptor(description=description, read_only=read_only)
+            on_change: Callable | None = None):
+    """Declare one node parameter with a descriptor (range, choices) and return its value.
+
+    Read-only unless ``on_change`` is given: then ``on_change(value)`` runs for every accepted
+    ``ros2 param set`` (checked like the start-up value: type, range, choices)."""
+    desc = ParameterDescriptor(description=description, read_only=on_change is None)
     if choices:
         desc.additional_constraints = "one of: " + ", ".join(choices)
     if lo is not None or hi is not None:
@@ -91,12 +150,31 @@ def declare(node: Node, name: str, default, description: str, *, lo=None, hi=Non
         value = node.declare_parameter(name, default, desc).value
     except ParameterException as exc:
         raise _fail(node, name, exc) from None
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{node.get_name()}: parameter '{name}' must be a number, got {value!r}")
-        value = float(value)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ConfigError(f"{node.get_name()}: parameter '{name}' = {value} is outside [{lo}, {hi}]")
-    if choices and value not in choices:
-        raise ConfigError(f"{node.get_name()}: parameter '{name}' = {value!r}; choose one of {', '.join(choices)}")
+
+    def check(v):
+        """(value, None) or (None, one-line reason)."""
+        if isinstance(default, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return None, f"parameter '{name}' must be a number, got {v!r}"
+            v = float(v)
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                return None, f"parameter '{name}' = {v} is outside [{lo}, {hi}]"
+        elif type(v) is not type(default):
+            return None, f"parameter '{name}' must be a {type(default).__name__}, got {v!r}"
+        if choices and v not in choices:
+            return None, f"parameter '{name}' = {v!r}; choose one of {', '.join(choices)}"
+        return v, None
+
+    value, why = check(value)
+    if why:
+        raise ConfigError(f"{node.get_name()}: {why}")
+    if on_change is not None:
+        def setter(v, dry_run: bool):
+            checked, reason = check(v)
+            if reason or dry_run:
+                return reason
+            on_change(checked)
+            return None
+
+        _live(node).setters[name] = setter
     return value

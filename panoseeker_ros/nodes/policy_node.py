@@ -1,135 +1,160 @@
-"""policy_node: runs the search for each instruction with a core
-:class:`~panoseeker_ros.core.session.SearchSession` (a :class:`~panoseeker_ros.core.episode.SeekAgent`
-plus the stamp rule) and the policy backend chosen by parameter. Lifecycle node: the backend loads on
-activate and is dropped (GPU memory freed) on deactivate.
+"""policy_node: runs one core :class:`~panoseeker_ros.core.episode.Episode` per instruction and answers its
+requests over topics; the episode itself (decisions, EgoSphere, alignment, scoring) is the core's.
+
+    Capture → camera/reset (or a zero move), the next view stamped after it
+    Move    → camera/move, the next view          Look → camera/look, the next view
+    Decide  → the policy backend (inference thread)
+    Segment → target (box on a view), the segmentation/mask stamped like that view
+    Done    → result/mask, result/overlay, result/pose, then result and the final status
 
 Topics (relative to the namespace; QoS names from ``interface.py``)
-    subscribes instruction          std_msgs/String             command  starts a search (pre-empts the current one)
-               camera/image         sensor_msgs/Image rgb8      image  ┐ matched by header stamp; only an
-               camera/joint_states  sensor_msgs/JointState      command├ observation stamped after the last
-               egosphere/canvas     sensor_msgs/Image rgb8      image  ┘ move / reset is used
-               result               std_msgs/String (JSON)      latched  ends the search (done / failed)
-    publishes  camera/move          sensor_msgs/JointState      command  [Δpan, Δtilt] rad (REP-103)
-               target               geometry_msgs/PolygonStamped command STOP box in view pixels (no points:
-                                                                          no target), header of its view
-               status               std_msgs/String (JSON)      latched  {state, message, instruction, episode}
-               feedback             std_msgs/String (JSON)      command  one per decision: step, pose, action,
-                                                                          policy latency, observation wait
+    subscribes instruction          std_msgs/String             instruction  plain text or {"id", "instruction"}
+               camera/image         sensor_msgs/Image rgb8      image    ┐ matched by header stamp; a view answers
+               camera/joint_states  sensor_msgs/JointState      command  ┘ a request only if stamped after it
+               camera/status        std_msgs/String (JSON)      latched  error pauses the search, ready resumes it
+               segmentation/mask    sensor_msgs/Image mono8     image    the answer to a target
+               segmentation/status  std_msgs/String (JSON)      status   active / inactive / failed targets
+    publishes  camera/move, camera/look (JointState), target (PolygonStamped), egosphere/canvas (Image),
+               status, feedback, result (String JSON), result/mask, result/overlay, result/pose
 Services
-    cancel  std_srvs/Trigger  stop the current search (and its segmentation)
-    clients: egosphere/reset, camera/reset, segmentation/cancel
-Parameters
-    autostart (bool, read-only): configure + activate at start-up
-    backend (string, read-only): qwen | expert | scan | random  (expert and scan read the simulated
-        scene's ground truth: expert plans on it, scan uses the oracle detector)
-    model, adapter, memory, device, decoding (string, read-only): qwen options; model and adapter are
-        local directories (or hub ids ``org/name``)
-    seed (int): random backend
-    reset_camera (bool): a new search first returns the camera to its start pose (else it starts where it is)
-    observation_timeout_s, service_timeout_s, result_timeout_s (double, s): how long to wait for the graph
-    min_step_period_s (double, s): least time between two decisions (pace a simulated search for people)
-    dataset, episode_id (string, read-only): the simulated episode (expert / scan)
-    camera.*, episode.*, reward.* (read-only, shared)
-Threads: inference runs in its own MutuallyExclusiveCallbackGroup under a MultiThreadedExecutor, so the
-cancel service, new instructions and lifecycle transitions are served during a forward pass.
+    cancel  std_srvs/Trigger  stop the current search (status cancelled, no result)
+    client: camera/reset
+Parameters (read-only unless marked live: ``ros2 param set`` applies those at once)
+    autostart, backend (qwen | expert | scan | random), model, adapter, memory, device, decoding, seed
+    dataset, episode_id: the simulated episode (expert and scan plan on its ground truth; with a dataset
+        every result is scored against it)
+    reset_camera (live): a new search first returns the camera to its start pose (else it starts where it is)
+    observation_timeout_s (live): wait for the view after a camera request (one re-capture, then fail) [s]
+    segmentation_timeout_s (live): wait for the mask of a target [s]
+    min_step_period_s (live): least time between two decisions; > 0 paces a simulated search for people [s]
+    alignment.* (live; the next search uses them), camera.*, episode.*, reward.* (read-only, shared)
+Threads: the episode advances only in the inference group (one MutuallyExclusiveCallbackGroup under a
+MultiThreadedExecutor); instructions, cancel, observations and the watchdog never wait for it.
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 from geometry_msgs.msg import PolygonStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from ..core.actions import box_to_pixels
 from ..core.config import ConfigError
 from ..core.dataset import DatasetError
+from ..core.episode import Capture, Decide, Decision, Done, Episode, EpisodeResult, Frame, Look, Move, Segment
 from ..core.geometry import pose_to_pan_tilt
-from ..core.session import SearchSession
+from ..core.visualize import overlay_mask
+from ..models.registry import POLICIES, make_policy, needs_truth
 from . import interface as api
-from .conversions import (MessageError, box_to_polygon, header, image_to_rgb, joint_state_to_pose,
-                          move_to_joint_state, stamp_ns)
+from .conversions import (MessageError, box_to_polygon, header, image_to_mask, image_to_rgb, joint_state_to_pose,
+                          mask_to_image, move_to_joint_state, pose_to_joint_state, rgb_to_image, stamp_ns, time_msg)
 from .params import declare, declare_seek_config, declare_sim_episode
-from .runtime import (AutostartMixin, WarnOnce, call_service, free_accelerator_memory, load_sim_env,
-                      resolve_model_param, run_node)
+from .runtime import AutostartMixin, WarnOnce, free_accelerator_memory, load_sim_env, resolve_model_param, run_node
 from .sync import ExactTimeSync
 
-BACKENDS = ("qwen", "expert", "scan", "random")
+ENDINGS = ("preempted", "cancelled", "done", "failed")  # a search ends with exactly one of these
+
+
+@dataclass
+class Search:
+    """One instruction's search as the node drives it: the core episode and the request in flight."""
+
+    episode: Episode
+    id: str | None
+    instruction: str
+    number: int
+    request: object = None  # the episode's pending request
+    sent_ns: int = 0  # when it went out: only answers stamped later count (0: not sent yet)
+    sent_s: float = 0.0  # the same on the monotonic clock, for timeouts
+    queued_s: float = 0.0  # when a camera request started to wait (camera busy, pacing)
+    not_before_s: float = 0.0  # pacing: the next move goes out no earlier (monotonic)
+    retried: bool = False
+    paused: bool = False
+    answer: object = None  # a Frame or mask waiting for the inference thread
+    observe_s: float = 0.0  # camera request → observation ready (view integrated, canvas drawn), for feedback
+    ended: str = ""  # one of ENDINGS once over
+    stamps: dict = field(default_factory=dict)  # id(Frame) → header stamp [ns] and frame_id
+
+    def tag(self) -> dict:
+        return {"id": self.id, "instruction": self.instruction, "episode": self.number}
 
 
 class PolicyNode(AutostartMixin, LifecycleNode):
     def __init__(self):
         super().__init__("policy_node")
-        self.config = declare_seek_config(self)
+        self.config = declare_seek_config(self, live=lambda cfg: setattr(self, "config", cfg))
         intr = self.config.camera.intrinsics()
-        self.intrinsics = intr
         self.view_size = (intr.width, intr.height)
-        self.canvas_size = (self.config.episode.canvas_width, self.config.episode.canvas_height)
         self.dataset, self.episode_id = declare_sim_episode(self)
-        declare(self, "autostart", True, "configure and activate at start-up", read_only=True)
-        self.backend = declare(self, "backend", "expert", "policy backend", choices=BACKENDS, read_only=True)
-        self.model = declare(self, "model", "", "qwen: model directory (or hub id); empty: the default",
-                             read_only=True)
-        self.adapter = declare(self, "adapter", "", "qwen: LoRA adapter directory; empty: none", read_only=True)
-        self.memory = declare(self, "memory", "", "qwen: memory kind (e.g. egosphere); empty: the default",
-                              read_only=True)
-        self.device = declare(self, "device", "", "qwen: torch device (e.g. cuda, cpu); empty: automatic",
-                              read_only=True)
-        self.decoding = declare(self, "decoding", "", "qwen: decoding (e.g. constrained, greedy); empty: the default",
-                                read_only=True)
-        self.seed = declare(self, "seed", 0, "random backend: seed", lo=0, hi=2**31 - 1, read_only=True)
-        self.reset_camera = declare(self, "reset_camera", True, "a new search starts from the camera's start pose")
+        declare(self, "autostart", True, "configure and activate at start-up")
+        self.backend = declare(self, "backend", "expert", "policy backend", choices=POLICIES)
+        self.model = declare(self, "model", "", "qwen: model directory (or hub id); empty: the default")
+        self.adapter = declare(self, "adapter", "", "qwen: LoRA adapter directory; empty: none")
+        self.memory = declare(self, "memory", "", "qwen: memory kind (e.g. egosphere); empty: the default")
+        self.device = declare(self, "device", "", "qwen: torch device (e.g. cuda, cpu); empty: automatic")
+        self.decoding = declare(self, "decoding", "", "qwen: decoding (e.g. constrained, greedy); empty: the default")
+        self.seed = declare(self, "seed", 0, "random backend: seed", lo=0, hi=2**31 - 1)
+
+        def live(name):
+            return lambda v: setattr(self, name, v)
+
+        self.reset_camera = declare(self, "reset_camera", True, "a new search starts from the camera's start pose",
+                                    on_change=live("reset_camera"))
         self.observation_timeout_s = declare(self, "observation_timeout_s", 10.0,
-                                             "wait for the view + canvas after a move [s]", lo=0.1, hi=3600.0)
-        self.service_timeout_s = declare(self, "service_timeout_s", 5.0, "wait for a reset / cancel service [s]",
-                                         lo=0.1, hi=600.0)
-        self.result_timeout_s = declare(self, "result_timeout_s", 60.0, "wait for segmentation's result [s]",
-                                        lo=0.1, hi=3600.0)
+                                             "wait for the view after a camera request [s]", lo=0.1, hi=3600.0,
+                                             on_change=live("observation_timeout_s"))
+        self.segmentation_timeout_s = declare(self, "segmentation_timeout_s", 60.0, "wait for the mask of a target [s]",
+                                              lo=0.1, hi=3600.0, on_change=live("segmentation_timeout_s"))
         self.min_step_period_s = declare(self, "min_step_period_s", 0.0, "least time between decisions [s]",
-                                         lo=0.0, hi=60.0)
+                                         lo=0.0, hi=60.0, on_change=live("min_step_period_s"))
         self.warn_once = WarnOnce(self)
 
         self.lock = threading.Lock()
-        self.moved = threading.Condition(self.lock)
         self.policy = None
+        self.scene = None  # the simulated episode (dataset parameter): ground truth for scoring
         self.active = False
-        self.session: SearchSession | None = None
-        self.episodes = 0
-        self.latest = None  # (stamp_ns, image, joints, canvas, arrival_s) of the newest matched observation
-        self.last_view_ns = 0
-        self.last_move_ns = 0  # the newest move this node sent; the camera answers it with a later view
-        self.result_pending_since: float | None = None
-        self.stop_stamp_ns = 0
-        self.retried = False
-        self.last_decision_s = 0.0
+        self.search: Search | None = None
+        self.searches = 0
+        self.camera_sent_ns = 0  # the newest camera command this node sent ...
+        self.newest_view_ns = 0  # ... and the newest view: the camera is idle once this is later
+        self.camera_state = "unknown"
+        self.segmenter_state = "unknown"
 
         control = MutuallyExclusiveCallbackGroup()  # instructions and cancel, one at a time
-        inference = MutuallyExclusiveCallbackGroup()  # the policy's forward pass
-        io = MutuallyExclusiveCallbackGroup()  # incoming observations, results, the watchdog: quick
-        clients = ReentrantCallbackGroup()  # service responses arrive while control waits on them
-
+        inference = MutuallyExclusiveCallbackGroup()  # the episode advances here only
+        io = MutuallyExclusiveCallbackGroup()  # observations, masks, states, the watchdog: quick
         self.pub_status = self.create_publisher(String, api.STATUS, api.STATUS_QOS)
         self.pub_feedback = self.create_publisher(String, api.FEEDBACK, api.COMMAND_QOS)
         self.pub_move = self.create_publisher(JointState, api.MOVE, api.COMMAND_QOS)
+        self.pub_look = self.create_publisher(JointState, api.LOOK, api.COMMAND_QOS)
         self.pub_target = self.create_publisher(PolygonStamped, api.TARGET, api.COMMAND_QOS)
-        self.sync = ExactTimeSync(3, self._on_observation)
-        self.create_subscription(String, api.INSTRUCTION, self._on_instruction, api.COMMAND_QOS, callback_group=control)
+        self.pub_canvas = self.create_publisher(Image, api.CANVAS, api.IMAGE_QOS)
+        self.pub_result_mask = self.create_publisher(Image, api.RESULT_MASK, api.LATCHED_QOS)
+        self.pub_overlay = self.create_publisher(Image, api.RESULT_OVERLAY, api.LATCHED_QOS)
+        self.pub_result_pose = self.create_publisher(JointState, api.RESULT_POSE, api.LATCHED_QOS)
+        self.pub_result = self.create_publisher(String, api.RESULT, api.LATCHED_QOS)
+        self.sync = ExactTimeSync(2, self._on_frame)
+        self.create_subscription(String, api.INSTRUCTION, self._on_instruction, api.INSTRUCTION_QOS,
+                                 callback_group=control)
         self.create_subscription(Image, api.IMAGE, self._on_image, api.IMAGE_QOS, callback_group=io)
         self.create_subscription(JointState, api.POSE, lambda m: self.sync.add(1, m), api.COMMAND_QOS,
                                  callback_group=io)
-        self.create_subscription(Image, api.CANVAS, self._on_canvas, api.IMAGE_QOS, callback_group=io)
-        self.create_subscription(String, api.RESULT, self._on_result, api.LATCHED_QOS, callback_group=io)
+        self.create_subscription(String, api.CAMERA_STATUS, self._on_camera_status, api.LATCHED_QOS, callback_group=io)
+        self.create_subscription(Image, api.MASK, self._on_mask, api.IMAGE_QOS, callback_group=io)
+        self.create_subscription(String, api.SEGMENTATION_STATUS, self._on_segmentation_status, api.STATUS_QOS,
+                                 callback_group=io)
         self.create_service(Trigger, api.CANCEL, self._on_cancel, callback_group=control)
-        self.cli_egosphere = self.create_client(Trigger, api.EGOSPHERE_RESET, callback_group=clients)
-        self.cli_camera = self.create_client(Trigger, api.CAMERA_RESET, callback_group=clients)
-        self.cli_segmentation = self.create_client(Trigger, api.SEGMENTATION_CANCEL, callback_group=clients)
-        self.think = self.create_guard_condition(self._think, callback_group=inference)
-        self.create_timer(0.25, self._watchdog, callback_group=io)
+        self.cli_camera = self.create_client(Trigger, api.CAMERA_RESET, callback_group=ReentrantCallbackGroup())
+        self.think = self.create_guard_condition(self._work, callback_group=inference)
+        self.create_timer(0.05, self._watchdog, callback_group=io)
         self._status("inactive", f"backend {self.backend} not loaded yet")
 
     # ------------------------------------------------------------------ lifecycle
@@ -140,7 +165,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         try:
-            self.policy = self._load_policy()
+            self.scene, self.policy = self._load()
         except (ConfigError, DatasetError) as exc:
             return self._activation_failed(str(exc))
         except Exception as exc:  # noqa: BLE001 - a backend failing to load must not kill the node
@@ -158,7 +183,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self.active = False
-        self._preempt("policy_node was deactivated")
+        self._end_current("cancelled", "policy_node was deactivated")
         self.policy = None
         free_accelerator_memory()
         self._status("inactive", "deactivated; the backend was unloaded")
@@ -172,239 +197,332 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.policy = None
         return TransitionCallbackReturn.SUCCESS
 
-    def _load_policy(self):
-        from ..models.registry import policy_factory
+    def farewell(self) -> None:
+        """Before the node goes (SIGINT, SIGTERM): end the search and say so, and wait until it is heard."""
+        self.active = False
+        self._end_current("cancelled", "policy_node is shutting down")
+        self._status("inactive", "policy_node is shutting down")
+        self.pub_status.wait_for_all_acked(Duration(seconds=2.0))
 
+    def _load(self):
         who = self.get_name()
-        if self.backend in ("expert", "scan"):
-            env = load_sim_env(self.dataset, self.episode_id, self.config, who)
-            return policy_factory(self.backend)(env)
+        scene = load_sim_env(self.dataset, self.episode_id, self.config, who) if self.dataset else None
+        if needs_truth("policy", self.backend):
+            if scene is None:
+                raise ConfigError(f"{who}: backend {self.backend} reads the simulated scene's ground truth; set "
+                                  f"parameter 'dataset' (a dataset.json) or use backend qwen or random")
+            return scene, make_policy(self.backend, self.config, scene.truth)
         if self.backend == "random":
-            return policy_factory("random", seed=self.seed)(None)
+            return scene, make_policy("random", self.config, seed=self.seed)
         opts = {"model": resolve_model_param(who, "model", self.model, "a local Qwen3-VL model directory"),
                 "adapter": resolve_model_param(who, "adapter", self.adapter, "a LoRA adapter directory"),
                 "memory": self.memory or None, "device": self.device or None, "decoding": self.decoding or None}
-        return policy_factory("qwen", **{k: v for k, v in opts.items() if v is not None})(None)
+        return scene, make_policy("qwen", self.config, **{k: v for k, v in opts.items() if v is not None})
 
-    # ------------------------------------------------------------------ status and feedback
+    # ------------------------------------------------------------------ status
 
-    def _status(self, state: str, message: str, session: SearchSession | None = None, instruction=None,
-                log: bool = True) -> None:
+    def _status(self, state: str, message: str, search: Search | None = None, log: bool = True, **tag) -> None:
         payload = {"state": state, "message": message,
-                   "instruction": session.instruction if session else instruction,
-                   "episode": session.episode if session else None}
+                   **(search.tag() if search is not None else {"id": None, "instruction": None, "episode": None}),
+                   **tag}
         self.pub_status.publish(String(data=api.dumps(payload)))
-        if not log:
-            return
-        if state in ("failed", "rejected"):
-            self.get_logger().warning(f"{state}: {message}")
-        else:
-            self.get_logger().info(f"{state}: {message}")
+        if log:
+            (self.get_logger().warning if state in ("failed", "rejected") else self.get_logger().info)(
+                f"{state}: {message}")
 
-    def _fail(self, session: SearchSession, message: str) -> None:
+    def _end(self, search: Search, state: str, message: str) -> bool:
+        """End ``search`` as ``state`` (once: a search has exactly one ending) and say so."""
         with self.lock:
-            if self.session is not session or session.state == "cancelled":
-                return
-            if session.active:
-                session.end("failed")
-        self._status("failed", message, session)
+            if search.ended:
+                return False
+            search.ended = state
+        self._status(state, message, search)
+        return True
 
-    # ------------------------------------------------------------------ instructions and pre-emption
+    def _end_current(self, state: str, message: str) -> None:
+        with self.lock:
+            search = self.search
+        if search is not None:
+            self._end(search, state, message)
+
+    # ------------------------------------------------------------------ instructions, cancel
 
     def _on_instruction(self, msg: String) -> None:
-        if not self.active:
-            self._status("rejected", f"policy_node is not active (backend {self.backend}); activate it "
-                                     f"(autostart:=true or 'ros2 lifecycle set policy_node activate')",
-                         instruction=msg.data)
-            return
+        rid = None
         try:
-            session = SearchSession(self.policy, msg.data, self.config.episode.max_steps, self.episodes + 1)
+            rid, text = api.parse_instruction(msg.data)
+            if not self.active:
+                raise ValueError(f"policy_node is not active (backend {self.backend}); activate it "
+                                 f"(autostart:=true or 'ros2 lifecycle set policy_node activate')")
+            scene = self.scene
+            episode = Episode(self.config, scene.truth if scene else None,
+                              scene.spec.id if scene else "", scene.spec.category if scene else "")
+            first = episode.start(text)
         except ValueError as exc:
-            self._status("rejected", str(exc), instruction=msg.data)
-            return
-        self.episodes += 1
-        self._preempt(f"pre-empted by a new instruction: {session.instruction!r}", replacement=session)
-        self._start(session)
+            rid = getattr(exc, "id", rid)
+            return self._status("rejected", str(exc), id=rid, instruction=msg.data, episode=None)
+        with self.lock:
+            self.searches += 1
+            search = Search(episode, rid, episode.instruction, self.searches)
+            old, self.search = self.search, search
+        if old is not None:
+            self._end(old, "preempted", f"pre-empted by a new instruction: {search.instruction!r}")
+        self._status("accepted", f"searching for {search.instruction!r} with {self.backend}", search)
+        self._execute(search, first)
 
     def _on_cancel(self, request, response):
         with self.lock:
-            session = self.session
-            busy = session is not None and (session.active or self.result_pending_since is not None)
-        if not busy:
+            search = self.search
+        if search is None or not self._end(search, "cancelled", "cancelled by request"):
             response.success, response.message = False, "no search in progress"
-            return response
-        self._preempt("cancelled by request")
-        response.success, response.message = True, f"cancelled the search for {session.instruction!r}"
+        else:
+            response.success, response.message = True, f"cancelled the search for {search.instruction!r}"
         return response
 
-    def _preempt(self, reason: str, replacement: SearchSession | None = None) -> None:
-        """End the current search, let the camera answer our last move, and cancel its segmentation."""
-        with self.lock:
-            old, self.session = self.session, replacement
-            self.latest = None
-            was_segmenting = self.result_pending_since is not None
-            self.result_pending_since = None
-            if old is not None and (old.active or was_segmenting):
-                old.end("cancelled")
-            else:
-                old = None
-            # the view answering our last move may still be on its way: let it land before the next reset
-            self.moved.wait_for(lambda: self.last_view_ns >= self.last_move_ns, timeout=self.service_timeout_s)
-        if old is not None:
-            self._status("cancelled", reason, old)
-        if was_segmenting and call_service(self.cli_segmentation, Trigger.Request(), self.service_timeout_s) is None:
-            self.get_logger().warning("segmentation_node did not answer segmentation/cancel; its result, if any, "
-                                      "is ignored")
+    # ------------------------------------------------------------------ requests out
 
-    def _start(self, session: SearchSession) -> None:
-        self.retried = False
-        self._status("searching", f"searching for {session.instruction!r} with {self.backend}", session)
-        if call_service(self.cli_egosphere, Trigger.Request(), self.service_timeout_s) is None:
-            return self._fail(session, f"egosphere_node did not answer {api.EGOSPHERE_RESET} within "
-                                       f"{self.service_timeout_s:g} s; is it running in {self.get_namespace()}?")
+    def _execute(self, search: Search, req) -> None:
+        """Send the episode's request ``req`` (or hold it: camera busy, pacing, paused)."""
         with self.lock:
-            if self.session is not session:
+            if self.search is not search or search.ended:
                 return
-            session.expect_after(self._now_s())
-        if self.reset_camera:
-            if call_service(self.cli_camera, Trigger.Request(), self.service_timeout_s) is None:
-                return self._fail(session, f"camera_node did not answer {api.CAMERA_RESET} within "
-                                           f"{self.service_timeout_s:g} s; is it running in {self.get_namespace()}?")
-        else:
-            self._capture()
+            search.request, search.sent_ns, search.retried = req, 0, False
+            search.queued_s = time.monotonic()
+        if isinstance(req, Done):
+            return self._finish(search, req.result)
+        if isinstance(req, Decide):
+            return self.think.trigger()
+        if isinstance(req, Segment):
+            return self._send_target(search, req)
+        self._send_camera(search)
 
-    def _capture(self) -> None:
-        """A zero move: the camera publishes a fresh view where it is."""
+    def _send_camera(self, search: Search, force: bool = False) -> None:
+        """Send the pending camera request once the camera has answered every earlier command (a view
+        still in flight from a pre-empted search must not answer this one) and pacing allows. After a
+        timeout (``search.retried``) any request becomes a zero move: a re-capture where the camera is."""
+        fail = None
         with self.lock:
-            self.last_move_ns = self.get_clock().now().nanoseconds
-            self.pub_move.publish(move_to_joint_state(0.0, 0.0, self._header()))
+            req = search.request
+            if self.search is not search or search.ended or search.sent_ns or search.paused:
+                return
+            idle = self.newest_view_ns > self.camera_sent_ns
+            if not (idle or force) or time.monotonic() < search.not_before_s:
+                return  # the watchdog or the next view sends it
+            now = self.get_clock().now()
+            hdr = header(now.to_msg(), "")
+            if search.retried:
+                self.pub_move.publish(move_to_joint_state(0.0, 0.0, hdr))
+            elif isinstance(req, Move):
+                self.pub_move.publish(move_to_joint_state(req.dtheta, req.dphi, hdr))
+            elif isinstance(req, Look):
+                self.pub_look.publish(pose_to_joint_state(req.pose, hdr))
+            elif not self.reset_camera:  # start where the camera is: a zero move re-captures the view
+                self.pub_move.publish(move_to_joint_state(0.0, 0.0, hdr))
+            elif self.cli_camera.service_is_ready():
+                self.cli_camera.call_async(Trigger.Request())
+            else:
+                fail = f"camera_node offers no {api.CAMERA_RESET} in {self.get_namespace()}; is it running?"
+            search.sent_ns, search.sent_s = now.nanoseconds, time.monotonic()
+            self.camera_sent_ns = search.sent_ns
+        if fail:
+            self._end(search, "failed", fail)
 
-    # ------------------------------------------------------------------ observations
+    def _send_target(self, search: Search, req: Segment) -> None:
+        if self.segmenter_state == "inactive":
+            return self._end(search, "failed", "segmentation_node is inactive; activate it (autostart:=true or "
+                                               "'ros2 lifecycle set segmentation_node activate')") and None
+        if self.pub_target.get_subscription_count() == 0:
+            return self._end(search, "failed", f"no segmentation_node subscribes to {api.TARGET} in "
+                                               f"{self.get_namespace()}; start it") and None
+        stamp, frame_id = search.stamps[id(req.frame)]
+        with self.lock:
+            if self.search is not search or search.ended:
+                return
+            search.sent_ns, search.sent_s = stamp, time.monotonic()
+            self.pub_target.publish(box_to_polygon(req.box_px, header(time_msg(stamp), frame_id)))
+        if req.look == 0:
+            box = search.episode.records[-1].action.box
+            self._status("segmenting", f"STOP after {search.episode.steps} steps; segmenting box "
+                                       f"{[round(float(v)) for v in box]}", search)
+
+    # ------------------------------------------------------------------ answers in
 
     def _on_image(self, msg: Image) -> None:
-        if not self.warn_once.image_ok(msg, self.view_size, "an image", api.IMAGE):
-            return
-        with self.lock:
-            self.last_view_ns = max(self.last_view_ns, stamp_ns(msg.header.stamp))
-            self.moved.notify_all()
-        self.sync.add(0, msg)
+        if self.warn_once.image_ok(msg, self.view_size, "an image", api.IMAGE):
+            self.sync.add(0, msg)
 
-    def _on_canvas(self, msg: Image) -> None:
-        if not self.warn_once.image_ok(msg, self.canvas_size, "a canvas", api.CANVAS):
-            return
-        self.sync.add(2, msg)
-
-    def _on_observation(self, stamp: int, image: Image, joints: JointState, canvas: Image) -> None:
+    def _on_frame(self, stamp: int, image: Image, joints: JointState) -> None:
         with self.lock:
-            self.latest = (stamp, image, joints, canvas, self._now_s())
+            self.newest_view_ns = max(self.newest_view_ns, stamp)
+            search = self.search
+            req = search.request if search is not None else None
+            wanted = (search is not None and not search.ended and isinstance(req, (Capture, Move, Look))
+                      and search.sent_ns and stamp > search.sent_ns and search.answer is None)
+        if search is not None and not wanted and isinstance(req, (Capture, Move, Look)) and not search.sent_ns:
+            return self._send_camera(search)  # the camera is idle now: send what waited
+        if not wanted:
+            return
+        try:
+            frame = Frame(image_to_rgb(image, self.view_size), joint_state_to_pose(joints), stamp * 1e-9)
+        except MessageError as exc:
+            return self.warn_once(("observation", str(exc)), f"dropped an observation: {exc}")
+        with self.lock:
+            if self.search is not search or search.request is not req:
+                return
+            search.stamps[id(frame)] = (stamp, image.header.frame_id)
+            search.answer = frame
         self.think.trigger()
 
-    def _think(self) -> None:
-        """One decision (inference group): only for the observation the current session waits for."""
+    def _on_mask(self, msg: Image) -> None:
+        stamp = stamp_ns(msg.header.stamp)
         with self.lock:
-            session, latest = self.session, self.latest
-            if session is None or latest is None or not session.wants(latest[0] * 1e-9):
+            search = self.search
+            if search is None or search.ended or not isinstance(search.request, Segment) or stamp != search.sent_ns:
                 return
-            self.latest = None
-        stamp, image, joints, canvas_msg, arrival = latest
-        observe_s = arrival - session.after
         try:
-            view = image_to_rgb(image, self.view_size)
-            canvas = image_to_rgb(canvas_msg, self.canvas_size)
-            pose = joint_state_to_pose(joints)
+            mask = image_to_mask(msg)
         except MessageError as exc:
-            self.warn_once(("observation", str(exc)), f"dropped an observation: {exc}")
-            return
-        wait = self.last_decision_s + self.min_step_period_s - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-            if self.session is not session:
-                return
-        try:
-            decision = session.decide(view, canvas, pose, stamp * 1e-9)
-        except Exception as exc:  # noqa: BLE001 - a backend error ends this search, not the node
-            return self._fail(session, f"the {self.backend} policy failed at step {session.agent.steps + 1}: "
-                                       f"{type(exc).__name__}: {exc}")
-        self.last_decision_s = time.monotonic()
-        record = session.agent.records[-1]
+            return self._end(search, "failed", f"segmentation_node answered with a bad mask: {exc}") and None
         with self.lock:
-            if self.session is not session:
-                return  # pre-empted during the forward pass: the decision is dropped
-            pan, tilt = pose_to_pan_tilt(pose)
-            self.pub_feedback.publish(String(data=api.dumps({
-                "episode": session.episode, "instruction": session.instruction, "step": record.step,
-                "pan": pan, "tilt": tilt, "action": record.action.to_text(), "text": record.text,
-                "latency_s": round(record.latency_s, 6), "observe_s": round(observe_s, 6), "stamp": stamp})))
-            if not session.agent.done:
-                self.retried = False
-                session.expect_after(self._now_s())
-                self.last_move_ns = self.get_clock().now().nanoseconds
-                self.pub_move.publish(move_to_joint_state(decision.action.dtheta, decision.action.dphi,
-                                                          self._header(image.header.frame_id)))
-                return
-            box = session.box
-            box_px = None if box is None else box_to_pixels(box, *self.view_size)
-            self.pub_target.publish(box_to_polygon(box_px, image.header))
-            self.result_pending_since = self._now_s()
-            self.stop_stamp_ns = stamp
-        if box is None:
-            why = (f"step limit T={session.agent.max_steps} reached without STOP" if session.agent.truncated
-                   else "the policy stopped without finding the target")
-            self._status("failed", why, session)
-        else:
-            self._status("segmenting", f"STOP after {record.step} steps; segmenting box {list(box)}", session)
+            if self.search is search:
+                search.answer = mask
+        self.think.trigger()
 
-    def _on_result(self, msg: String) -> None:
-        payload = api.loads(msg.data)
-        if payload is None:
-            return
+    def _on_segmentation_status(self, msg: String) -> None:
+        payload = api.loads(msg.data) or {}
+        self.segmenter_state = payload.get("state", self.segmenter_state)
         with self.lock:
-            session = self.session
-            fresh = (self.result_pending_since is not None and isinstance(payload.get("stamp"), int)
-                     and payload["stamp"] >= self.stop_stamp_ns)
-            if not fresh:
+            search = self.search
+            mine = (search is not None and isinstance(search.request, Segment) and search.sent_ns
+                    and payload.get("failed_stamp") == search.sent_ns)
+        if mine:
+            self._end(search, "failed", f"segmentation_node: {payload.get('message', 'segmentation failed')}")
+
+    def _on_camera_status(self, msg: String) -> None:
+        payload = api.loads(msg.data) or {}
+        state, message = payload.get("state", "unknown"), payload.get("message", "")
+        self.camera_state = state
+        with self.lock:
+            search = self.search
+            if search is None or search.ended:
                 return
-            self.result_pending_since = None
-        if session is not None and session.box is not None:
-            ok = payload.get("success")
-            self._status("done" if ok else "failed", f"result: {payload.get('message', '')}", session)
+            was, search.paused = search.paused, state == "error"
+            resume = was and not search.paused
+            if resume and isinstance(search.request, (Capture, Move, Look)) and search.answer is None:
+                search.sent_ns = 0  # send the request again: the camera may have lost it
+        if search.paused and not was:
+            self._status("paused", f"camera error, search paused: {message}", search)
+        elif resume:
+            self._status("resumed", f"camera ready again: {message}", search)
+            self._send_camera(search, force=True)
+
+    # ------------------------------------------------------------------ the episode (inference group)
+
+    def _work(self) -> None:
+        with self.lock:
+            search = self.search
+            if search is None or search.ended:
+                return
+            req, answer, search.answer = search.request, search.answer, None
+        try:
+            if not isinstance(req, Decide):
+                if answer is None:
+                    return
+                req = search.episode.observe(answer)
+                if isinstance(req, Decide):  # request → view integrated and canvas drawn: the graph's step time
+                    search.observe_s = time.monotonic() - search.sent_s
+            while isinstance(req, Decide):
+                decision = self._decide(search, req.observation)
+                if decision is None:
+                    return
+                req = search.episode.observe(decision)
+        except Exception as exc:  # noqa: BLE001 - a backend or episode error ends this search, not the node
+            return self._end(search, "failed", f"the search failed at step {search.episode.steps + 1}: "
+                                               f"{type(exc).__name__}: {exc}") and None
+        self._execute(search, req)
+
+    def _decide(self, search: Search, obs) -> Decision | None:
+        """The policy's decision (None: the search ended meanwhile); publishes the canvas and feedback."""
+        stamp, frame_id = search.stamps[id(search.episode.frame)]
+        hdr = header(time_msg(stamp), frame_id)
+        if self.pub_canvas.get_subscription_count():
+            self.pub_canvas.publish(rgb_to_image(obs.canvas, hdr))
+        t0 = time.perf_counter()
+        try:
+            decision = self.policy.act(obs)
+        except Exception as exc:  # noqa: BLE001
+            self._end(search, "failed", f"the {self.backend} policy failed at step {obs.step + 1}: "
+                                        f"{type(exc).__name__}: {exc}")
+            return None
+        decision.latency_s = time.perf_counter() - t0
+        with self.lock:
+            if self.search is not search or search.ended:
+                return None  # pre-empted or cancelled during the forward pass: dropped
+            search.not_before_s = time.monotonic() + self.min_step_period_s
+        pan, tilt = pose_to_pan_tilt(obs.pose)
+        self.pub_feedback.publish(String(data=api.dumps({
+            **search.tag(), "step": obs.step + 1, "pan": pan, "tilt": tilt, "action": decision.action.to_text(),
+            "text": decision.text, "latency_s": round(decision.latency_s, 6), "observe_s": round(search.observe_s, 6),
+            "stamp": stamp})))
+        return decision
+
+    def _finish(self, search: Search, result: EpisodeResult) -> None:
+        """Final mask, overlay and pose, then the result, then the ending status (unless pre-empted)."""
+        ok = result.success if result.success is not None else result.found
+        state = "done" if ok else "failed"
+        with self.lock:
+            if search.ended:
+                return
+            search.ended = state
+        stamp, frame_id = search.stamps[id(result.frame)]
+        hdr = header(time_msg(stamp), frame_id)
+        self.pub_result_mask.publish(mask_to_image(result.mask, hdr))
+        self.pub_overlay.publish(rgb_to_image(overlay_mask(result.frame.view, result.mask), hdr))
+        self.pub_result_pose.publish(pose_to_joint_state(result.final_pose, hdr))
+        pan, tilt = pose_to_pan_tilt(result.final_pose)
+        message = result.message
+        if result.score is not None:
+            o = result.score.outcome
+            message += f"; IoU {o.iou:.2f}, {o.final_distance_deg:.1f}° from the target centroid"
+        self.pub_result.publish(String(data=api.dumps({
+            **search.tag(), "success": ok, "found": result.found, "aligned": result.looks > 0, "looks": result.looks,
+            "steps": result.steps, "pan": pan, "tilt": tilt, "mask_pixels": int(result.mask.sum()),
+            "iou": result.score.outcome.iou if result.score else None,
+            "distance": math.radians(result.score.outcome.final_distance_deg) if result.score else None,
+            "message": message, "stamp": stamp, "record": result.as_dict()})))
+        self._status(state, f"result: {message}", search)
+
+    # ------------------------------------------------------------------ timeouts (io group)
 
     def _watchdog(self) -> None:
-        """Re-capture once when the observation after a move is late, then give up; same for the result."""
+        """Send held camera requests when due; re-capture once when a view is late, then fail; fail a late mask."""
         with self.lock:
-            session = self.session
-            pending = self.result_pending_since
-        if session is None:
-            return
-        now = self._now_s()
-        if session.state == "observing" and now - session.after > self.observation_timeout_s:
-            if not self.retried:
-                self.retried = True
-                self.get_logger().warning(f"no view + canvas {self.observation_timeout_s:g} s after the request; "
+            search = self.search
+            if search is None or search.ended or search.paused or search.answer is not None:
+                return
+            req, sent, sent_s, queued_s, retried = (search.request, search.sent_ns, search.sent_s, search.queued_s,
+                                                    search.retried)
+        now = time.monotonic()
+        if isinstance(req, (Capture, Move, Look)):
+            if not sent:  # held: pacing, or the camera still owes an earlier view
+                return self._send_camera(search, force=now - queued_s > self.observation_timeout_s)
+            if now - sent_s <= self.observation_timeout_s:
+                return
+            if not retried:
+                self.get_logger().warning(f"no view {self.observation_timeout_s:g} s after the camera request; "
                                           f"asking the camera to capture again")
                 with self.lock:
-                    session.expect_after(now)
-                self._capture()
-            else:
-                self._fail(session, f"no view and canvas arrived within {self.observation_timeout_s:g} s of a move; "
-                                    f"check camera_node and egosphere_node run in {self.get_namespace()}")
-        elif pending is not None and now - pending > self.result_timeout_s:
-            with self.lock:
-                self.result_pending_since = None
-            self._status("failed", f"no result from segmentation_node within {self.result_timeout_s:g} s; "
-                                   f"is it running in {self.get_namespace()}?", session)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
-
-    def _header(self, frame_id: str = ""):
-        return header(self.get_clock().now().to_msg(), frame_id)
+                    search.retried, search.sent_ns = True, 0
+                return self._send_camera(search, force=True)
+            return self._end(search, "failed", f"no view arrived within {self.observation_timeout_s:g} s of a camera "
+                                               f"request; check that camera_node runs in {self.get_namespace()}") and None
+        if isinstance(req, Segment) and sent and now - sent_s > self.segmentation_timeout_s:
+            self._end(search, "failed", f"no mask from segmentation_node within {self.segmentation_timeout_s:g} s; "
+                                        f"is it running in {self.get_namespace()}?")
 
 
 def main(args=None) -> int:
-    return run_node(PolicyNode, args, threads=6, name="policy_node")
+    return run_node(PolicyNode, args, threads=4, name="policy_node")
 
 
 if __name__ == "__main__":

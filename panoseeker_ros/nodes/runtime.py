@@ -1,9 +1,10 @@
-"""What every node shares: the ``main`` runner, lifecycle autostart, blocking service calls, warn-once
-logging, and loading a simulated episode by parameters."""
+"""What every node shares: the ``main`` runner, lifecycle autostart, warn-once logging, and loading a
+simulated episode by parameters."""
 from __future__ import annotations
 
 import gc
 import re
+import signal
 import sys
 import threading
 import traceback
@@ -14,6 +15,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from ..core.config import ConfigError, SeekConfig
 from ..core.dataset import DatasetError, load_dataset
@@ -61,20 +63,6 @@ def load_sim_env(dataset: str, episode_id: str, config: SeekConfig, who: str):
     return SimScene(spec, config)
 
 
-def call_service(client, request, timeout_s: float):
-    """Call a service from inside a callback (needs a multi-threaded executor and the client in a
-    group that can run meanwhile); the response, or None when unavailable or late."""
-    if not client.wait_for_service(timeout_sec=timeout_s):
-        return None
-    done = threading.Event()
-    future = client.call_async(request)
-    future.add_done_callback(lambda _: done.set())
-    if not done.wait(timeout_s):
-        client.remove_pending_request(future)
-        return None
-    return future.result()
-
-
 class AutostartMixin:
     """Lifecycle nodes with an ``autostart`` parameter configure and activate themselves, so the graph
     needs no lifecycle manager; ``ros2 lifecycle set`` still works when it is false."""
@@ -100,10 +88,17 @@ def spin_forever(executor, node: Node) -> None:
                                     + traceback.format_exc())
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_node(make_node: Callable[[], Node], args=None, threads: int = 1, name: str = "node") -> int:
     """Init rclpy, build and spin one node until Ctrl-C / SIGTERM / shutdown; always destroy the node
-    and shut rclpy down. Settings errors print one line and give exit code 1."""
-    rclpy.init(args=args)
+    and shut rclpy down. On SIGINT and SIGTERM a node's ``farewell()`` runs first, while rclpy still
+    works (e.g. the last status says the search was cancelled). Settings errors print one line and
+    give exit code 1."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     node = None
     code = 0
     try:
@@ -114,11 +109,16 @@ def run_node(make_node: Callable[[], Node], args=None, threads: int = 1, name: s
             node.autostart()
         spin_forever(executor, node)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        if node is not None and hasattr(node, "farewell") and node.context.ok():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the farewell short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            node.farewell()
     except (ConfigError, DatasetError) as exc:
         rclpy.logging.get_logger(name).error(str(exc))
         code = 1
     finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
