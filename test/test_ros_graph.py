@@ -406,6 +406,26 @@ def test_an_inactive_segmenter_fails_the_search_at_once(graph):
     _alive(g)
 
 
+def test_a_camera_error_pauses_the_search_and_ready_resumes_it(graph):
+    g, c, _ = graph
+    camera_status = c.node.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)
+    c.spin_until(lambda: camera_status.get_subscription_count() >= 1, 10, "the policy node's camera/status")
+    t0 = c.now_ns()
+    c.send("the green face", "paused")
+    c.spin_until(lambda: [fb for _, fb in c.feedback_since(t0) if fb["id"] == "paused"], 20, "the first step")
+    camera_status.publish(String(data=api.dumps({"state": "error", "message": "no answer from the head"})))
+    c.spin_until(lambda: "paused" in c.statuses_of("paused"), 10, "the paused status")
+    decided = len([fb for _, fb in c.feedback_since(t0) if fb["id"] == "paused"])
+    c.op.spin_for(STEP_PERIOD_S + 1.0)
+    assert len([fb for _, fb in c.feedback_since(t0) if fb["id"] == "paused"]) <= decided + 1  # at most one in flight
+    camera_status.publish(String(data=api.dumps({"state": "ready", "message": "the head answers again"})))
+    c.spin_until(lambda: [r for _, r in c.op.results if r.get("id") == "paused"], 60, "the result after resuming")
+    states = c.statuses_of("paused")
+    assert states[:3] == ["accepted", "paused", "resumed"] and states[-1] == "done", states
+    c.node.destroy_publisher(camera_status)
+    _alive(g)
+
+
 def test_recorder_writes_a_training_bag(graph, tmp_path):
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -481,12 +501,7 @@ def test_missing_model_directory_fails_activation_with_one_line(tmp_path):
             if client is not None:
                 client.destroy_node()
                 rclpy.try_shutdown(context=context)
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc, signal.SIGINT, 10)
 
 
 def test_launch_demo_searches_prints_saves_the_overlay_and_leaves_no_temporary_files(green_dataset, tmp_path):
@@ -592,12 +607,7 @@ def test_a_node_that_dies_is_announced_then_restarted_or_the_graph_stops(green_d
         if watch is not None:
             watch.close()
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc, signal.SIGTERM, 20)
 
 
 def test_seek_notices_a_graph_that_goes_away_mid_search(green_dataset):
@@ -629,6 +639,16 @@ def test_seek_notices_a_graph_that_goes_away_mid_search(green_dataset):
         if watch is not None:
             watch.close()
         g.stop()
+
+
+def _stop(proc: subprocess.Popen, sig: int, grace_s: float) -> None:
+    """Send ``sig``; kill the process if it is still there after ``grace_s``."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _exists(pid: int) -> bool:
