@@ -6,7 +6,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .geometry import Intrinsics, Pose, dir_to_erp_pixel, view_to_erp_map
+from .geometry import Intrinsics, Pose, backproject_band, dir_to_erp_pixel
 
 CANVAS_SIZE = (1024, 512)  # (width, height)
 GRID_STEP_DEG = 30.0
@@ -50,8 +50,7 @@ class EgoSphere:
             raise ValueError(f"view shape {view.shape} does not match the camera "
                              f"({self.intrinsics.height}, {self.intrinsics.width}, 3)")
         pose = pose.normalized()
-        r0, map_x, map_y, valid = view_to_erp_map(pose, self.intrinsics, self.width, self.height)
-        band = cv2.remap(view, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        r0, band, valid = backproject_band(view, pose, self.intrinsics, self.width, self.height)
         rows = slice(r0, r0 + band.shape[0])
         np.copyto(self.canvas[rows], band, where=valid[..., None])
         self.explored[rows] |= valid

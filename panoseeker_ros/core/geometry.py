@@ -217,13 +217,35 @@ def view_to_erp_map(pose: Pose, intr: Intrinsics, erp_w: int, erp_h: int):
     return r0, map_x, map_y, valid
 
 
+@lru_cache(maxsize=32)
+def _erp_map_at(phi: float, theta_frac: float, intr: Intrinsics, erp_w: int, erp_h: int):
+    return view_to_erp_map(Pose(theta_frac, phi), intr, erp_w, erp_h)
+
+
+def backproject_band(view: np.ndarray, pose: Pose, intr: Intrinsics, erp_w: int, erp_h: int,
+                     interpolation: int = cv2.INTER_LINEAR):
+    """A view resampled onto the ERP rows it touches: (r0, band, valid), band (rows, erp_w[, C]).
+
+    A turn by k ERP columns only rolls the band (the map is periodic in azimuth), so the map is built
+    once per elevation and sub-column azimuth offset and reused for every heading of the 30° lattice.
+    """
+    pose = pose.normalized()
+    step = 360.0 / erp_w
+    k = int(np.floor(pose.theta / step))
+    frac = round(pose.theta / step - k, 6)
+    if frac >= 1.0:  # rounding reached the next column
+        k, frac = k + 1, 0.0
+    r0, map_x, map_y, valid = _erp_map_at(round(pose.phi, 9), frac * step, intr, erp_w, erp_h)
+    band = cv2.remap(view, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    return r0, np.roll(band, k, axis=1), np.roll(valid, k, axis=1)
+
+
 def backproject_view(view: np.ndarray, pose: Pose, intr: Intrinsics, erp_w: int, erp_h: int,
                      interpolation: int = cv2.INTER_LINEAR):
     """A view resampled onto an ERP grid: (erp, valid) with erp (erp_h, erp_w[, C]) and valid bool."""
-    r0, map_x, map_y, valid = view_to_erp_map(pose, intr, erp_w, erp_h)
+    r0, band, valid = backproject_band(view, pose, intr, erp_w, erp_h, interpolation)
     out = np.zeros((erp_h, erp_w) + view.shape[2:], dtype=view.dtype)
     full = np.zeros((erp_h, erp_w), dtype=bool)
-    band = cv2.remap(view, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
     out[r0:r0 + band.shape[0]] = np.where(valid[..., None] if band.ndim == 3 else valid, band, 0)
     full[r0:r0 + band.shape[0]] = valid
     return out, full
