@@ -122,8 +122,12 @@ class Client:
         self.pub_instruction.publish(String(data=api.dumps({"id": rid, "instruction": text})))
 
     def set_param(self, node: str, name: str, value: float):
-        value_msg = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value)) \
-            if not isinstance(value, str) else ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        if isinstance(value, bool):
+            value_msg = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+        elif isinstance(value, str):
+            value_msg = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        else:
+            value_msg = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
         req = SetParameters.Request(parameters=[Parameter(name=name, value=value_msg)])
         return self.call(f"{NS}/{node}/set_parameters", SetParameters, req).results[0]
 
@@ -379,13 +383,21 @@ def test_parameters_apply_at_run_time_or_are_refused(graph):
         t0 = c.now_ns()
         outcome = c.op.seek("the green face", timeout=60, request_id="paced")
         assert outcome.state == "success"
-        arrived = [t for t, fb in c.feedback_since(t0) if fb["id"] == "paced"]
-        assert len(arrived) >= 2 and min(b - a for a, b in zip(arrived, arrived[1:])) >= 1.1
+        # each view was captured after the move that the pacing held back: stamps are ≥ 1.2 s apart
+        stamps = [fb["stamp"] * 1e-9 for fb in outcome.feedback]
+        assert len(stamps) >= 2 and min(b - a for a, b in zip(stamps, stamps[1:])) >= 1.2
     finally:
         assert c.set_param("policy_node", "min_step_period_s", STEP_PERIOD_S).successful
     refused = c.set_param("policy_node", "min_step_period_s", 99.0)
     assert not refused.successful and "60" in refused.reason  # outside its range
     assert not c.set_param("policy_node", "backend", "random").successful  # read-only
+    assert not c.set_param("policy_node", "camera.width", 640.0).successful  # shared and read-only
+    assert c.set_param("policy_node", "alignment.enabled", False).successful  # the next search segments only
+    try:
+        outcome = c.op.seek("the green face", timeout=60)
+        assert outcome.result["looks"] == 0 and not outcome.result["aligned"], outcome.result
+    finally:
+        assert c.set_param("policy_node", "alignment.enabled", True).successful
     _alive(g)
 
 
