@@ -1,0 +1,406 @@
+"""A fake VISCA camera and a fake video stream on 127.0.0.1, for the tests and for a bring-up dry run.
+
+:class:`FakeViscaCamera` speaks the real byte protocol (VISCA over IP on UDP with sequence numbers and
+sequence reset, plain VISCA on TCP), moves at a finite speed so a move takes time, refuses positions
+beyond its limits, and takes injected faults: reply delay, dropped requests, error replies, garbage
+bytes, wrong sequence numbers. :class:`MjpegServer` serves an HTTP MJPEG stream (what many IP cameras
+offer and what ``cv2.VideoCapture`` opens) of frames from a callable, e.g. a panorama rendered at the
+fake camera's current pose.
+
+``python -m panoseeker_ros.drivers.fakes --panorama ERP.png`` runs both, to try ``panoseeker ptz``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from . import visca as v
+
+
+@dataclass
+class Faults:
+    """What the fake does wrong next; counters count down as faults are spent."""
+
+    reply_delay_s: float = 0.0  # before every reply
+    drop: int = 0  # requests ignored without an answer
+    silent: bool = False  # ignore everything (the camera is gone)
+    error: int | None = None  # the next command gets this VISCA error code
+    garbage: int = 0  # replies preceded by garbage bytes
+    wrong_sequence: int = 0  # UDP replies with a wrong sequence number before the right one
+
+
+@dataclass
+class _Axis:
+    start: float = 0.0
+    target: float = 0.0
+    t0: float = 0.0
+    speed: float = 1.0  # counts per second
+
+    def at(self, now: float) -> float:
+        travelled = (now - self.t0) * self.speed
+        gap = self.target - self.start
+        return self.target if abs(gap) <= travelled else self.start + math.copysign(travelled, gap)
+
+    def arrival(self) -> float:
+        return self.t0 + abs(self.target - self.start) / self.speed
+
+
+class FakeViscaCamera:
+    """A VISCA head in memory. Positions in counts; ``true_units_per_deg`` is what the fake really turns per
+    degree (calibration tests give it a value the profile does not know). Limits in counts."""
+
+    def __init__(self, true_units_per_deg=(14.4, 14.4), pan_limits=(-2448, 2448), tilt_limits=(-432, 1296),
+                 full_speed_deg_s=(120.0, 90.0), address: int = 1):
+        self.true_units_per_deg = tuple(float(u) for u in true_units_per_deg)
+        self.pan_limits, self.tilt_limits = tuple(pan_limits), tuple(tilt_limits)
+        self.full_speed = (full_speed_deg_s[0] * self.true_units_per_deg[0],
+                           full_speed_deg_s[1] * self.true_units_per_deg[1])  # counts/s at the top speed code
+        self.reply_address = 0x80 | ((address + 8) << 4)
+        self.faults = Faults()
+        self.commands: list[bytes] = []  # every VISCA message received, in order
+        self.refused: list[tuple[int, int]] = []  # absolute targets beyond the limits
+        self.sequence_resets = 0
+        self._axes = (_Axis(), _Axis())
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._move_id = 0
+
+    # ------------------------------------------------ state
+    def position(self, now: float | None = None) -> tuple[float, float]:
+        """Current pan and tilt [counts] (fractional while moving)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return self._axes[0].at(now), self._axes[1].at(now)
+
+    def pose_deg(self) -> tuple[float, float]:
+        """Where the fake really points, in core degrees (θ right, ϕ up)."""
+        pan, tilt = self.position()
+        return pan / self.true_units_per_deg[0], tilt / self.true_units_per_deg[1]
+
+    def moving(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return any(a.at(now) != a.target for a in self._axes)
+
+    def set_position(self, pan: float, tilt: float) -> None:
+        with self._lock:
+            for axis, value in zip(self._axes, (pan, tilt)):
+                axis.start = axis.target = float(value)
+
+    # ------------------------------------------------ servers
+    def serve_udp(self, port: int = 0) -> int:
+        """Listen for VISCA over IP on 127.0.0.1; returns the port."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", port))
+        sock.settimeout(0.1)
+        self._sockets.append(sock)
+        self._spawn(self._udp_loop, sock)
+        return sock.getsockname()[1]
+
+    def serve_tcp(self, port: int = 0) -> int:
+        """Listen for plain VISCA over TCP on 127.0.0.1; returns the port."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(4)
+        sock.settimeout(0.1)
+        self._sockets.append(sock)
+        self._spawn(self._tcp_accept, sock)
+        return sock.getsockname()[1]
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=2)
+        for s in self._sockets:
+            s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _spawn(self, target, *args) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _udp_loop(self, sock: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = sock.recvfrom(2048)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                ptype, seq, payload = v.ip_unpack(data)
+            except v.ViscaFormatError:
+                continue
+
+            def send(message: bytes, reply_type=v.IP_REPLY, seq=seq, peer=peer) -> None:
+                with self._lock:
+                    wrong, self.faults.wrong_sequence = self.faults.wrong_sequence > 0, max(0, self.faults.wrong_sequence - 1)
+                if wrong:
+                    sock.sendto(v.ip_pack(reply_type, message, seq + 1000), peer)
+                sock.sendto(v.ip_pack(reply_type, message, seq), peer)
+            if ptype == v.IP_CONTROL:
+                if self._swallow():
+                    continue
+                if payload == v.CONTROL_RESET:
+                    self.sequence_resets += 1
+                    send(v.CONTROL_RESET, v.IP_CONTROL_REPLY)
+                else:
+                    send(b"\x0f\x02", v.IP_CONTROL_REPLY)
+                continue
+            self._handle(payload, send, raw=lambda b, peer=peer: sock.sendto(b, peer))
+
+    def _tcp_accept(self, server: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._sockets.append(conn)
+            self._spawn(self._tcp_loop, conn)
+
+    def _tcp_loop(self, conn: socket.socket) -> None:
+        conn.settimeout(0.1)
+        buffer = bytearray()
+        lock = threading.Lock()
+
+        def send(message: bytes) -> None:
+            with lock:
+                conn.sendall(message)
+        while not self._stop.is_set():
+            try:
+                data = conn.recv(1024)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            for message in v.split_messages(buffer):
+                self._handle(message, send, raw=send)
+
+    # ------------------------------------------------ protocol
+    def _swallow(self) -> bool:
+        with self._lock:
+            if self.faults.silent:
+                return True
+            if self.faults.drop > 0:
+                self.faults.drop -= 1
+                return True
+        return False
+
+    def _reply(self, send, raw, *body: int) -> None:
+        if self.faults.reply_delay_s:
+            time.sleep(self.faults.reply_delay_s)  # models a slow camera inside the fake's own thread
+        with self._lock:
+            garbage, self.faults.garbage = self.faults.garbage > 0, max(0, self.faults.garbage - 1)
+        if garbage:
+            raw(b"\x00\x13\x37\xfe\xff")
+        send(bytes((self.reply_address, *body, v.TERMINATOR)))
+
+    def _handle(self, msg: bytes, send, raw) -> None:
+        self.commands.append(msg)
+        if self._swallow():
+            return
+        if len(msg) < 3 or msg[-1] != v.TERMINATOR or msg[0] & 0xF0 != 0x80:
+            self._reply(send, raw, 0x60, 0x02)
+            return
+        body = msg[1:-1]
+        with self._lock:
+            error, self.faults.error = self.faults.error, None
+        if body == bytes((0x09, 0x06, 0x12)):
+            pan, tilt = (round(x) for x in self.position())
+            self._reply(send, raw, 0x50, *v.s16_nibbles(pan), *v.s16_nibbles(tilt))
+            return
+        if body == bytes((0x01, 0x00, 0x01)):  # IF clear
+            self._reply(send, raw, 0x50)
+            return
+        if len(body) == 1 and body[0] & 0xF0 == 0x20:  # cancel
+            self._reply(send, raw, 0x60 | (body[0] & 0x0F), 0x05)
+            return
+        if error is not None:
+            self._reply(send, raw, 0x60 | 1, error)
+            return
+        if len(body) == 13 and body[:3] == bytes((0x01, 0x06, 0x02)):
+            ps, ts = body[3], body[4]
+            try:
+                pan, tilt = v.nibbles_s16(body[5:9]), v.nibbles_s16(body[9:13])
+            except v.ViscaFormatError:
+                self._reply(send, raw, 0x60, 0x02)
+                return
+            if not (1 <= ps <= v.MAX_SPEED[0] and 1 <= ts <= v.MAX_SPEED[1]):
+                self._reply(send, raw, 0x60, 0x02)
+                return
+            if not (self.pan_limits[0] <= pan <= self.pan_limits[1]
+                    and self.tilt_limits[0] <= tilt <= self.tilt_limits[1]):
+                self.refused.append((pan, tilt))
+                self._reply(send, raw, 0x60, 0x02)
+                return
+            self._start_move(pan, tilt, ps / v.MAX_SPEED[0], ts / v.MAX_SPEED[1], send, raw)
+            return
+        if body == bytes((0x01, 0x06, 0x04)):  # home
+            self._start_move(0, 0, 1.0, 1.0, send, raw)
+            return
+        if len(body) == 7 and body[:3] == bytes((0x01, 0x06, 0x01)) and body[5:] == bytes((0x03, 0x03)):  # stop
+            now = time.monotonic()
+            with self._lock:
+                self._move_id += 1
+                for a in self._axes:
+                    a.start = a.target = a.at(now)
+            self._reply(send, raw, 0x41)
+            self._reply(send, raw, 0x51)
+            return
+        self._reply(send, raw, 0x60, 0x02)
+
+    def _start_move(self, pan: int, tilt: int, pan_frac: float, tilt_frac: float, send, raw) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._move_id += 1
+            move_id = self._move_id
+            for axis, target, frac, full in zip(self._axes, (pan, tilt), (pan_frac, tilt_frac), self.full_speed):
+                axis.start, axis.target, axis.t0, axis.speed = axis.at(now), float(target), now, full * frac
+            arrival = max(a.arrival() for a in self._axes)
+        self._reply(send, raw, 0x41)
+
+        def complete() -> None:
+            if self._stop.wait(max(0.0, arrival - time.monotonic())):
+                return
+            with self._lock:
+                superseded = move_id != self._move_id
+            if not superseded:
+                self._reply(send, raw, 0x51)
+        self._spawn(complete)
+
+
+class MjpegServer:
+    """An HTTP MJPEG stream (``multipart/x-mixed-replace``) at ``url``, each frame ``render()`` (RGB uint8)
+    at up to ``fps``. ``pause()`` drops every client and refuses new ones until ``resume()``."""
+
+    def __init__(self, render: Callable[[], np.ndarray], fps: float = 15.0, quality: int = 85):
+        self.render, self.period_s, self.quality = render, 1.0 / fps, quality
+        self.frames_sent = 0
+        self._available = threading.Event()
+        self._available.set()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                if not outer._available.is_set():
+                    self.send_error(503, "stream paused")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                next_t = time.monotonic()
+                while outer._available.is_set() and not outer._closed.is_set():
+                    bgr = cv2.cvtColor(outer.render(), cv2.COLOR_RGB2BGR)
+                    ok, jpg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, outer.quality])
+                    part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
+                            + jpg.tobytes() + b"\r\n")
+                    try:
+                        self.wfile.write(part)
+                    except OSError:
+                        return
+                    outer.frames_sent += 1
+                    next_t += outer.period_s
+                    outer._closed.wait(max(0.0, next_t - time.monotonic()))  # frame pacing
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self._closed = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/video.mjpg"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        self._available.clear()
+
+    def resume(self) -> None:
+        self._available.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class FakePtzRig:
+    """A fake VISCA camera plus a stream of a panorama rendered at its current pose (what a real camera's
+    video would show)."""
+
+    camera: FakeViscaCamera
+    stream: MjpegServer
+    udp_port: int = 0
+    tcp_port: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, erp: np.ndarray, fov_deg=(60.0, 45.0), size=(640, 480), fps: float = 15.0,
+              **camera_kwargs) -> "FakePtzRig":
+        from ..core.geometry import Intrinsics, PanoramaRenderer, Pose
+
+        camera = FakeViscaCamera(**camera_kwargs)
+        renderer, intr = PanoramaRenderer(erp), Intrinsics.from_fov(fov_deg, size)
+
+        def render() -> np.ndarray:
+            theta, phi = camera.pose_deg()
+            return renderer.render(Pose(theta, max(-90.0, min(90.0, phi))), intr)
+        return cls(camera, MjpegServer(render, fps), camera.serve_udp(), camera.serve_tcp())
+
+    def close(self) -> None:
+        self.stream.close()
+        self.camera.close()
+
+
+def main(argv=None) -> int:
+    from ..core.dataset import load_rgb
+
+    p = argparse.ArgumentParser(prog="python -m panoseeker_ros.drivers.fakes", description=__doc__.splitlines()[0])
+    p.add_argument("--panorama", required=True, help="ERP image the fake camera looks at")
+    p.add_argument("--fov", type=float, nargs=2, default=(60.0, 45.0), metavar=("H", "V"), help="lens FoV [deg]")
+    args = p.parse_args(argv)
+    rig = FakePtzRig.start(load_rgb(args.panorama), tuple(args.fov))
+    print(f"fake VISCA camera: udp 127.0.0.1:{rig.udp_port}, tcp 127.0.0.1:{rig.tcp_port}; video {rig.stream.url}")
+    print("Ctrl-C stops it")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rig.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
