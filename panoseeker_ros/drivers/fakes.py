@@ -56,10 +56,12 @@ class _Axis:
 
 class FakeViscaCamera:
     """A VISCA head in memory. Positions in counts; ``true_units_per_deg`` is what the fake really turns per
-    degree (calibration tests give it a value the profile does not know). Limits in counts."""
+    degree (calibration tests give it a value the profile does not know). Limits in counts; a target beyond
+    them is refused with a syntax error, or with ``clamp_beyond_limits`` silently clamped (as some heads do)."""
 
     def __init__(self, true_units_per_deg=(14.4, 14.4), pan_limits=(-2448, 2448), tilt_limits=(-432, 1296),
-                 full_speed_deg_s=(120.0, 90.0), address: int = 1):
+                 full_speed_deg_s=(120.0, 90.0), address: int = 1, clamp_beyond_limits: bool = False):
+        self.clamp_beyond_limits = clamp_beyond_limits
         self.true_units_per_deg = tuple(float(u) for u in true_units_per_deg)
         self.pan_limits, self.tilt_limits = tuple(pan_limits), tuple(tilt_limits)
         self.full_speed = (full_speed_deg_s[0] * self.true_units_per_deg[0],
@@ -254,8 +256,11 @@ class FakeViscaCamera:
             if not (self.pan_limits[0] <= pan <= self.pan_limits[1]
                     and self.tilt_limits[0] <= tilt <= self.tilt_limits[1]):
                 self.refused.append((pan, tilt))
-                self._reply(send, raw, 0x60, 0x02)
-                return
+                if not self.clamp_beyond_limits:
+                    self._reply(send, raw, 0x60, 0x02)
+                    return
+                pan = min(max(pan, self.pan_limits[0]), self.pan_limits[1])
+                tilt = min(max(tilt, self.tilt_limits[0]), self.tilt_limits[1])
             self._start_move(pan, tilt, ps / v.MAX_SPEED[0], ts / v.MAX_SPEED[1], send, raw)
             return
         if body == bytes((0x01, 0x06, 0x04)):  # home
