@@ -14,7 +14,8 @@ from .core.visualize import save_rgb
 from .paths import sample_dataset
 
 # Modules that add their own subcommands with ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("panoseeker_ros.models.commands", "panoseeker_ros.nodes.commands")
+COMMAND_MODULES: tuple[str, ...] = ("panoseeker_ros.models.commands", "panoseeker_ros.nodes.commands",
+                                     "panoseeker_ros.drivers.commands")
 
 
 class UsageError(Exception):

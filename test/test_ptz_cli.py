@@ -1,0 +1,76 @@
+"""``panoseeker ptz`` against the fake VISCA camera: status, look, home, snapshot, and calibrate measuring a
+head whose real counts per degree and lens differ from its profile."""
+from __future__ import annotations
+
+import re
+
+import cv2
+import pytest
+import yaml
+
+from panoseeker_ros.cli import main
+from panoseeker_ros.drivers.fakes import FakePtzRig
+
+TRUE_UNITS_PER_DEG = 16.0  # what the fake really turns; the profile says 14.4
+TRUE_FOV = (60.0, 45.0)  # what the fake's lens sees; the profile says 66° x 49.5°
+
+
+@pytest.fixture()
+def rig(bedroom_erp):
+    r = FakePtzRig.start(bedroom_erp, TRUE_FOV, (640, 480), fps=20.0,
+                         true_units_per_deg=(TRUE_UNITS_PER_DEG, TRUE_UNITS_PER_DEG))
+    yield r
+    r.close()
+
+
+def _params(tmp_path, rig, transport="udp", fov=(66.0, 49.5)):
+    profile = tmp_path / "head.yaml"
+    profile.write_text(yaml.safe_dump({
+        "name": "fake_head", "units_per_deg": [14.4, 14.4], "pan_limits_deg": [-150.0, 150.0],
+        "tilt_limits_deg": [-25.0, 80.0], "fov_deg": list(fov), "image_size": [640, 480],
+        "settle_tolerance_deg": 0.2, "poll_period_s": 0.02, "frame_delay_s": 0.15, "source": "test"}))
+    params = tmp_path / "seek.yaml"
+    port = rig.udp_port if transport == "udp" else rig.tcp_port
+    params.write_text(yaml.safe_dump({"/**/camera_node": {"ros__parameters": {
+        "driver": "visca", "profile": str(profile), "host": "127.0.0.1", "port": port, "transport": transport,
+        "video_source": rig.stream.url, "timeout_s": 0.5}}}))
+    return params, profile
+
+
+def test_status_look_home_and_snapshot(tmp_path, rig, capsys):
+    params, _ = _params(tmp_path, rig, "tcp")
+    assert main(["ptz", "--params", str(params), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "VISCA over TCP tcp://127.0.0.1" in out and "position (read back): pan +0.00° tilt +0.00°" in out
+    assert "video http://127.0.0.1" in out and "640x480" in out
+    assert main(["ptz", "--params", str(params), "look", "30", "-10"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"reached pan \+30\.0\d° tilt -10\.0\d°", out), out
+    assert rig.camera.pose_deg() == pytest.approx((30 * 14.4 / 16, -10 * 14.4 / 16), abs=0.1)
+    snap = tmp_path / "snap.png"
+    assert main(["ptz", "--params", str(params), "snapshot", str(snap)]) == 0
+    assert cv2.imread(str(snap)).shape == (480, 640, 3)
+    assert main(["ptz", "--params", str(params), "home"]) == 0
+    assert "home: pan +0.00° tilt +0.00°" in capsys.readouterr().out
+
+
+def test_calibrate_measures_the_real_units_per_degree_and_fov(tmp_path, rig, capsys):
+    params, _ = _params(tmp_path, rig)
+    measured = tmp_path / "measured.yaml"
+    assert main(["ptz", "--params", str(params), "calibrate", "--write", str(measured)]) == 0
+    out = capsys.readouterr().out
+    assert "pan :" in out and "tilt:" in out, out
+    got = yaml.safe_load(measured.read_text())
+    assert got["units_per_deg"] == pytest.approx([TRUE_UNITS_PER_DEG, TRUE_UNITS_PER_DEG], rel=0.03), out
+    assert got["fov_deg"] == pytest.approx(list(TRUE_FOV), abs=1.5), out
+    assert rig.camera.refused == []
+
+
+def test_errors_are_one_line(tmp_path, rig, capsys):
+    params, _ = _params(tmp_path, rig)
+    assert main(["ptz", "--params", str(params), "-p", "driver=sim", "status"]) == 2
+    assert "set driver to one of visca, onvif" in capsys.readouterr().err
+    rig.camera.faults.silent = True
+    assert main(["ptz", "--params", str(params), "-p", "timeout_s=0.2", "status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no answer to the sequence reset within 0.2 s" in err
