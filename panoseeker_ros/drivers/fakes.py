@@ -1,9 +1,12 @@
-"""A fake VISCA camera and a fake video stream on 127.0.0.1, for the tests and for a bring-up dry run.
+"""A fake VISCA camera, a fake ONVIF PTZ service and a fake video stream on 127.0.0.1, for the tests and for a
+bring-up dry run.
 
 :class:`FakeViscaCamera` speaks the real byte protocol (VISCA over IP on UDP with sequence numbers and
 sequence reset, plain VISCA on TCP), moves at a finite speed so a move takes time, refuses positions
 beyond its limits, and takes injected faults: reply delay, dropped requests, error replies, garbage
-bytes, wrong sequence numbers. :class:`MjpegServer` serves an HTTP MJPEG stream (what many IP cameras
+bytes, wrong sequence numbers. :class:`FakeOnvifPtz` answers the SOAP requests an ONVIF PTZ client makes
+(GetServices, GetProfiles, GetConfigurationOptions, AbsoluteMove, GetStatus, GotoHomePosition, Stop) with a
+generic position space of [-1, 1] on both axes. :class:`MjpegServer` serves an HTTP MJPEG stream (what many IP cameras
 offer and what ``cv2.VideoCapture`` opens) of frames from a callable, e.g. a panorama rendered at the
 fake camera's current pose.
 
@@ -297,6 +300,157 @@ class FakeViscaCamera:
         self._spawn(complete)
 
 
+SOAP_ENV = "http://www.w3.org/2003/05/soap-envelope"
+ONVIF_NS = {"tds": "http://www.onvif.org/ver10/device/wsdl", "trt": "http://www.onvif.org/ver10/media/wsdl",
+            "tptz": "http://www.onvif.org/ver20/ptz/wsdl", "tt": "http://www.onvif.org/ver10/schema",
+            "ter": "http://www.onvif.org/ver10/error"}
+GENERIC_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
+
+
+class FakeOnvifPtz:
+    """An ONVIF PTZ camera over HTTP/SOAP 1.2 on 127.0.0.1. Position space x, y in [-1, 1] map linearly to
+    ``pan_deg`` and ``tilt_deg`` (its real angles); moves run at ``speed_deg_s``. Faults: ``silent`` (no
+    answer), ``error`` (the next AbsoluteMove gets a SOAP fault with this text)."""
+
+    def __init__(self, pan_deg=(-170.0, 170.0), tilt_deg=(-30.0, 90.0), speed_deg_s=(120.0, 90.0)):
+        self.pan_deg, self.tilt_deg = tuple(pan_deg), tuple(tilt_deg)
+        self.faults = Faults()
+        self.error_text: str | None = None
+        self.requests: list[str] = []
+        self.moves: list[tuple[float, float]] = []  # AbsoluteMove x, y as received
+        self._axes = (_Axis(speed=speed_deg_s[0]), _Axis(speed=speed_deg_s[1]))
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if outer.faults.silent:
+                    outer._closed.wait(30.0)  # the client's timeout ends the wait
+                    self.close_connection = True
+                    return
+                status, xml = outer._answer(body, f"http://127.0.0.1:{outer.port}")
+                data = xml.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/soap+xml; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_port
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    def pose_deg(self) -> tuple[float, float]:
+        now = time.monotonic()
+        with self._lock:
+            return self._axes[0].at(now), self._axes[1].at(now)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _to_xy(self, theta: float, phi: float) -> tuple[float, float]:
+        (p0, p1), (t0, t1) = self.pan_deg, self.tilt_deg
+        return -1 + 2 * (theta - p0) / (p1 - p0), -1 + 2 * (phi - t0) / (t1 - t0)
+
+    def _move(self, theta: float, phi: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for axis, target in zip(self._axes, (theta, phi)):
+                axis.start, axis.target, axis.t0 = axis.at(now), target, now
+
+    def _answer(self, body: bytes, base: str) -> tuple[int, str]:
+        import xml.etree.ElementTree as ET
+
+        try:
+            root = ET.fromstring(body)
+            op = next(iter(root.find(f"{{{SOAP_ENV}}}Body")))
+        except (ET.ParseError, StopIteration, TypeError):
+            return 400, _soap_fault("ter:WellFormed", "request is not a SOAP envelope")
+        name = op.tag.rsplit("}", 1)[-1]
+        self.requests.append(name)
+        tt = ONVIF_NS["tt"]
+        if name == "GetServices":
+            services = "".join(
+                f"<tds:Service><tds:Namespace>{ONVIF_NS[k]}</tds:Namespace><tds:XAddr>{base}/onvif/{path}</tds:XAddr>"
+                f"<tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service>"
+                for k, path in (("tds", "device_service"), ("trt", "media_service"), ("tptz", "ptz_service")))
+            return 200, _soap(f"<tds:GetServicesResponse>{services}</tds:GetServicesResponse>")
+        if name == "GetProfiles":
+            return 200, _soap(
+                '<trt:GetProfilesResponse><trt:Profiles token="profile_1" fixed="true"><tt:Name>main</tt:Name>'
+                '<tt:PTZConfiguration token="ptz_1"><tt:Name>ptz</tt:Name><tt:UseCount>1</tt:UseCount>'
+                "<tt:NodeToken>node_1</tt:NodeToken></tt:PTZConfiguration></trt:Profiles></trt:GetProfilesResponse>")
+        if name == "GetConfigurationOptions":
+            rng = "<tt:Min>-1</tt:Min><tt:Max>1</tt:Max>"
+            return 200, _soap(
+                "<tptz:GetConfigurationOptionsResponse><tptz:PTZConfigurationOptions><tt:Spaces>"
+                f"<tt:AbsolutePanTiltPositionSpace><tt:URI>{GENERIC_SPACE}</tt:URI><tt:XRange>{rng}</tt:XRange>"
+                f"<tt:YRange>{rng}</tt:YRange></tt:AbsolutePanTiltPositionSpace></tt:Spaces>"
+                "<tt:PTZTimeout><tt:Min>PT1S</tt:Min><tt:Max>PT60S</tt:Max></tt:PTZTimeout>"
+                "</tptz:PTZConfigurationOptions></tptz:GetConfigurationOptionsResponse>")
+        if name == "AbsoluteMove":
+            pan_tilt = op.find(f".//{{{tt}}}PanTilt")
+            if self.error_text is not None:
+                text, self.error_text = self.error_text, None
+                return 500, _soap_fault("ter:InvalidArgVal", text)
+            try:
+                x, y = float(pan_tilt.get("x")), float(pan_tilt.get("y"))
+            except (AttributeError, TypeError, ValueError):
+                return 500, _soap_fault("ter:InvalidArgVal", "AbsoluteMove needs Position/PanTilt x and y")
+            self.moves.append((x, y))
+            if not (-1 <= x <= 1 and -1 <= y <= 1):
+                return 500, _soap_fault("ter:InvalidPosition", f"position x={x} y={y} is outside the space")
+            (p0, p1), (t0, t1) = self.pan_deg, self.tilt_deg
+            self._move(p0 + (x + 1) / 2 * (p1 - p0), t0 + (y + 1) / 2 * (t1 - t0))
+            return 200, _soap("<tptz:AbsoluteMoveResponse/>")
+        if name == "GotoHomePosition":
+            self._move(0.0, 0.0)
+            return 200, _soap("<tptz:GotoHomePositionResponse/>")
+        if name == "Stop":
+            theta, phi = self.pose_deg()
+            self._move(theta, phi)
+            return 200, _soap("<tptz:StopResponse/>")
+        if name == "GetStatus":
+            now = time.monotonic()
+            with self._lock:
+                moving = any(a.at(now) != a.target for a in self._axes)
+            x, y = self._to_xy(*self.pose_deg())
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            return 200, _soap(
+                f'<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position><tt:PanTilt x="{x:.6f}" y="{y:.6f}" '
+                f'space="{GENERIC_SPACE}"/></tt:Position><tt:MoveStatus><tt:PanTilt>'
+                f'{"MOVING" if moving else "IDLE"}</tt:PanTilt></tt:MoveStatus><tt:UtcTime>{stamp}</tt:UtcTime>'
+                "</tptz:PTZStatus></tptz:GetStatusResponse>")
+        return 500, _soap_fault("ter:ActionNotSupported", f"{name} is not supported by the fake")
+
+
+def _soap(body: str) -> str:
+    ns = " ".join(f'xmlns:{k}="{v}"' for k, v in ONVIF_NS.items())
+    return f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{SOAP_ENV}" {ns}><s:Body>{body}</s:Body></s:Envelope>'
+
+
+def _soap_fault(subcode: str, text: str) -> str:
+    return _soap(f"<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>{subcode}</s:Value></s:Subcode>"
+                 f'</s:Code><s:Reason><s:Text xml:lang="en">{text}</s:Text></s:Reason></s:Fault>')
+
+
 class MjpegServer:
     """An HTTP MJPEG stream (``multipart/x-mixed-replace``) at ``url``, each frame ``render()`` (RGB uint8)
     at up to ``fps``. ``pause()`` drops every client and refuses new ones until ``resume()``."""
@@ -361,27 +515,45 @@ class MjpegServer:
 
 @dataclass
 class FakePtzRig:
-    """A fake VISCA camera plus a stream of a panorama rendered at its current pose (what a real camera's
-    video would show)."""
+    """A fake camera (VISCA or ONVIF) plus a stream of a panorama rendered at its current pose (what a real
+    camera's video would show)."""
 
-    camera: FakeViscaCamera
+    driver: str
+    camera: object  # FakeViscaCamera | FakeOnvifPtz
     stream: MjpegServer
-    udp_port: int = 0
-    tcp_port: int = 0
-    extra: dict = field(default_factory=dict)
+    ports: dict = field(default_factory=dict)  # udp, tcp (VISCA) or http (ONVIF)
 
     @classmethod
-    def start(cls, erp: np.ndarray, fov_deg=(60.0, 45.0), size=(640, 480), fps: float = 15.0,
+    def start(cls, erp: np.ndarray, fov_deg=(60.0, 45.0), size=(640, 480), fps: float = 15.0, driver: str = "visca",
               **camera_kwargs) -> "FakePtzRig":
         from ..core.geometry import Intrinsics, PanoramaRenderer, Pose
 
-        camera = FakeViscaCamera(**camera_kwargs)
+        if driver == "visca":
+            camera = FakeViscaCamera(**camera_kwargs)
+            ports = {"udp": camera.serve_udp(), "tcp": camera.serve_tcp()}
+        else:
+            camera = FakeOnvifPtz(**camera_kwargs)
+            ports = {"http": camera.port}
         renderer, intr = PanoramaRenderer(erp), Intrinsics.from_fov(fov_deg, size)
 
         def render() -> np.ndarray:
             theta, phi = camera.pose_deg()
             return renderer.render(Pose(theta, max(-90.0, min(90.0, phi))), intr)
-        return cls(camera, MjpegServer(render, fps), camera.serve_udp(), camera.serve_tcp())
+        return cls(driver, camera, MjpegServer(render, fps), ports)
+
+    @property
+    def udp_port(self) -> int:
+        return self.ports["udp"]
+
+    @property
+    def tcp_port(self) -> int:
+        return self.ports["tcp"]
+
+    def params(self, transport: str = "udp") -> dict:
+        """The camera_node parameters that reach this rig."""
+        port = self.ports["http"] if self.driver == "onvif" else self.ports[transport]
+        return {"driver": self.driver, "host": "127.0.0.1", "port": port, "transport": transport,
+                "video_source": self.stream.url}
 
     def close(self) -> None:
         self.stream.close()
@@ -394,9 +566,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m panoseeker_ros.drivers.fakes", description=__doc__.splitlines()[0])
     p.add_argument("--panorama", required=True, help="ERP image the fake camera looks at")
     p.add_argument("--fov", type=float, nargs=2, default=(60.0, 45.0), metavar=("H", "V"), help="lens FoV [deg]")
+    p.add_argument("--driver", choices=("visca", "onvif"), default="visca")
     args = p.parse_args(argv)
-    rig = FakePtzRig.start(load_rgb(args.panorama), tuple(args.fov))
-    print(f"fake VISCA camera: udp 127.0.0.1:{rig.udp_port}, tcp 127.0.0.1:{rig.tcp_port}; video {rig.stream.url}")
+    rig = FakePtzRig.start(load_rgb(args.panorama), tuple(args.fov), driver=args.driver)
+    ports = ", ".join(f"{k} 127.0.0.1:{v}" for k, v in rig.ports.items())
+    print(f"fake {args.driver} camera: {ports}; video {rig.stream.url}")
     print("Ctrl-C stops it")
     try:
         threading.Event().wait()

@@ -1,0 +1,137 @@
+"""ONVIF PTZ through the maintained ``onvif-zeep-async`` client: ``GetProfiles`` (the first profile with a PTZ
+configuration), ``GetConfigurationOptions`` (the absolute pan-tilt position space and its ranges),
+``AbsoluteMove``, ``GetStatus`` (position), ``GotoHomePosition`` and ``Stop``.
+
+The client is asynchronous; :class:`OnvifHead` runs its own event loop in a thread and offers the
+blocking :class:`~panoseeker_ros.drivers.head.PanTiltHead` calls. The position space's x / y ranges map
+linearly to the degrees the profile names for their ends (``onvif_pan_deg``, ``onvif_tilt_deg``).
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from .head import PtzError, PtzTimeout
+from .profile import PtzConnection, PtzProfile
+
+DEFAULT_PORT = 80
+GENERIC_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
+
+
+def _lerp(value: float, a0: float, a1: float, b0: float, b1: float) -> float:
+    return b0 + (value - a0) * (b1 - b0) / (a1 - a0)
+
+
+class OnvifHead:
+    """One ONVIF PTZ camera; see the module docstring. Every call waits at most ``timeout_s``."""
+
+    def __init__(self, conn: PtzConnection, profile: PtzProfile):
+        self.conn, self.profile = conn, profile
+        self.port = conn.port or DEFAULT_PORT
+        self.name = f"ONVIF http://{conn.host}:{self.port}"
+        self.timeout_s = conn.timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="onvif-loop", daemon=True)
+        self._thread.start()
+        self._camera = self._ptz = None
+        self.token = ""
+        self.space = GENERIC_SPACE
+        self.x_range = self.y_range = (-1.0, 1.0)
+
+    @classmethod
+    def connect(cls, conn: PtzConnection, profile: PtzProfile) -> "OnvifHead":
+        head = cls(conn, profile)
+        try:
+            head._run(head._setup(), "connect (GetServices, GetProfiles, GetConfigurationOptions)",
+                      timeout_s=4 * conn.timeout_s)
+        except PtzError:
+            head.close()
+            raise
+        return head
+
+    async def _setup(self) -> None:
+        from onvif import ONVIFCamera
+
+        self._camera = ONVIFCamera(self.conn.host, self.port, self.conn.onvif_user, self.conn.onvif_password)
+        await self._camera.update_xaddrs()
+        media = await self._camera.create_media_service()
+        self._ptz = await self._camera.create_ptz_service()
+        profiles = await media.GetProfiles()
+        with_ptz = [p for p in profiles or [] if getattr(p, "PTZConfiguration", None) is not None]
+        if not with_ptz:
+            raise PtzError(f"{self.name}: no media profile has a PTZ configuration; enable PTZ in the camera's web UI")
+        chosen = with_ptz[0]
+        self.token = chosen.token
+        options = await self._ptz.GetConfigurationOptions({"ConfigurationToken": chosen.PTZConfiguration.token})
+        spaces = list(getattr(options.Spaces, "AbsolutePanTiltPositionSpace", None) or [])
+        if not spaces:
+            raise PtzError(f"{self.name}: the PTZ configuration has no absolute pan-tilt position space; this "
+                           f"camera cannot be pointed by angle")
+        space = next((s for s in spaces if s.URI == GENERIC_SPACE), spaces[0])
+        self.space = space.URI
+        self.x_range = (float(space.XRange.Min), float(space.XRange.Max))
+        self.y_range = (float(space.YRange.Min), float(space.YRange.Max))
+
+    def _run(self, coro, what: str, timeout_s: float | None = None):
+        import aiohttp
+        import zeep.exceptions
+        from onvif.exceptions import ONVIFError
+
+        timeout = timeout_s or self.timeout_s
+        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self._loop)
+        try:
+            return future.result(timeout + 1.0)
+        except PtzError:
+            raise
+        except (asyncio.TimeoutError, TimeoutError):
+            raise PtzTimeout(f"{self.name}: no answer to {what} within {timeout:g} s; check the address, port "
+                             f"and that ONVIF is enabled on the camera") from None
+        except zeep.exceptions.Fault as exc:
+            raise PtzError(f"{self.name}: {what} refused: {exc.message}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PtzTimeout(f"{self.name}: {what} failed ({type(exc).__name__}: {exc}); check the address and "
+                             f"port") from None
+        except ONVIFError as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PtzError(f"{self.name}: {what} failed: {text}; check the user name and password") from None
+
+    def to_space(self, theta: float, phi: float) -> tuple[float, float]:
+        """Core angles [deg] to the position space's x, y."""
+        p = self.profile
+        return (_lerp(theta, *p.onvif_pan_deg, *self.x_range), _lerp(phi, *p.onvif_tilt_deg, *self.y_range))
+
+    def to_degrees(self, x: float, y: float) -> tuple[float, float]:
+        p = self.profile
+        return (_lerp(x, *self.x_range, *p.onvif_pan_deg), _lerp(y, *self.y_range, *p.onvif_tilt_deg))
+
+    def move_to(self, theta: float, phi: float) -> None:
+        x, y = self.to_space(theta, phi)
+        request = {"ProfileToken": self.token, "Position": {"PanTilt": {"x": x, "y": y, "space": self.space}}}
+        self._run(self._ptz.AbsoluteMove(request), f"AbsoluteMove to θ={theta:.1f}° ϕ={phi:.1f}° (x={x:.4f} y={y:.4f})")
+
+    def position(self) -> tuple[float, float]:
+        status = self._run(self._ptz.GetStatus({"ProfileToken": self.token}), "GetStatus")
+        pan_tilt = getattr(getattr(status, "Position", None), "PanTilt", None)
+        if pan_tilt is None:
+            raise PtzError(f"{self.name}: GetStatus has no pan-tilt position; this camera does not report where it points")
+        return self.to_degrees(float(pan_tilt.x), float(pan_tilt.y))
+
+    def home(self) -> None:
+        self._run(self._ptz.GotoHomePosition({"ProfileToken": self.token}), "GotoHomePosition")
+
+    def stop(self) -> None:
+        self._run(self._ptz.Stop({"ProfileToken": self.token, "PanTilt": True, "Zoom": False}), "Stop")
+
+    def describe(self) -> str:
+        return (f"{self.name}, profile token {self.token}, space {self.space.rsplit('/', 1)[-1]} "
+                f"x {self.x_range} y {self.y_range}, calibration {self.profile.name}")
+
+    def close(self) -> None:
+        if self._camera is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._camera.close(), self._loop).result(2.0)
+            except Exception:  # noqa: BLE001 - closing a dead connection must not hide the first error
+                pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=2)
+        self._loop.close()

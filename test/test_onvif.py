@@ -1,0 +1,79 @@
+"""The ONVIF PTZ driver (onvif-zeep-async) against the fake ONVIF SOAP service on 127.0.0.1."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("onvif")
+
+from panoseeker_ros.core.config import CameraConfig  # noqa: E402
+from panoseeker_ros.drivers.fakes import FakeOnvifPtz, FakePtzRig  # noqa: E402
+from panoseeker_ros.drivers.head import PtzError, PtzTimeout, wait_settled  # noqa: E402
+from panoseeker_ros.drivers.onvif_ptz import OnvifHead  # noqa: E402
+from panoseeker_ros.drivers.profile import PtzConnection, PtzProfile  # noqa: E402
+from panoseeker_ros.drivers.ptz_camera import open_ptz_camera  # noqa: E402
+
+PROFILE = PtzProfile(name="fake_onvif", onvif_pan_deg=(-170.0, 170.0), onvif_tilt_deg=(-30.0, 90.0),
+                     pan_limits_deg=(-170.0, 170.0), tilt_limits_deg=(-30.0, 90.0), fov_deg=(60.0, 45.0),
+                     image_size=(640, 480), settle_tolerance_deg=0.2, settle_timeout_s=5.0, poll_period_s=0.02,
+                     frame_delay_s=0.15)
+
+
+@pytest.fixture()
+def fake():
+    with FakeOnvifPtz(speed_deg_s=(100.0, 80.0)) as f:
+        yield f
+
+
+def _connect(fake, timeout_s=1.0) -> OnvifHead:
+    return OnvifHead.connect(PtzConnection(host="127.0.0.1", port=fake.port, timeout_s=timeout_s), PROFILE)
+
+
+def test_profiles_space_absolute_move_and_status(fake):
+    head = _connect(fake)
+    try:
+        assert head.token == "profile_1" and head.x_range == (-1.0, 1.0)
+        assert fake.requests[:3] == ["GetServices", "GetProfiles", "GetConfigurationOptions"]
+        head.move_to(85.0, 30.0)
+        assert fake.moves[-1] == pytest.approx((0.5, 0.0))  # the generic space, mapped from degrees
+        assert head.position()[0] < 80.0  # still on its way at 100°/s
+        s = wait_settled(head, (85.0, 30.0), 0.2, 5.0, 0.02)
+        assert s.settled and (s.theta, s.phi) == pytest.approx((85.0, 30.0), abs=0.05)
+        head.home()
+        assert wait_settled(head, (0.0, 0.0), 0.2, 5.0, 0.02).settled
+        head.stop()
+    finally:
+        head.close()
+
+
+def test_faults_are_one_line_errors(fake):
+    head = _connect(fake, timeout_s=0.5)
+    try:
+        fake.error_text = "the head is locked"
+        with pytest.raises(PtzError, match="AbsoluteMove to .* refused: the head is locked"):
+            head.move_to(10.0, 0.0)
+        fake.faults.silent = True
+        with pytest.raises(PtzTimeout, match="no answer to GetStatus within 0.5 s") as exc:
+            head.position()
+        assert "\n" not in str(exc.value)
+        fake.faults.silent = False
+        assert head.position() == pytest.approx((0.0, 0.0), abs=1e-3)
+    finally:
+        head.close()
+    with pytest.raises(PtzTimeout, match="check the address and port"):
+        OnvifHead.connect(PtzConnection(host="127.0.0.1", port=1, timeout_s=0.5), PROFILE)
+
+
+def test_ptz_camera_over_onvif_clamps_and_reads_back(bedroom_erp):
+    rig = FakePtzRig.start(bedroom_erp, (60.0, 45.0), (640, 480), fps=20.0, driver="onvif")
+    try:
+        conn = PtzConnection(**{k: v for k, v in rig.params().items() if k != "driver"}, timeout_s=1.0)
+        cam = open_ptz_camera("onvif", conn, PROFILE, CameraConfig((60.0, 45.0), 320, 240, -60.0, 60.0))
+        try:
+            view = cam.look(175.0, -50.0)
+            assert view.shape == (240, 320, 3)
+            assert (cam.pose().theta, cam.pose().phi) == pytest.approx((170.0, -30.0), abs=0.1)
+            assert all(-1 <= x <= 1 and -1 <= y <= 1 for x, y in rig.camera.moves)
+        finally:
+            cam.close()
+    finally:
+        rig.close()
