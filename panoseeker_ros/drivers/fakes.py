@@ -307,7 +307,30 @@ ONVIF_NS = {"tds": "http://www.onvif.org/ver10/device/wsdl", "trt": "http://www.
 GENERIC_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
 
 
-class FakeOnvifPtz:
+class _LocalHttpServer:
+    """A threaded HTTP server on 127.0.0.1 (an ephemeral port) serving ``handler``; a context manager."""
+
+    def _serve(self, handler) -> None:
+        self._closed = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_port
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FakeOnvifPtz(_LocalHttpServer):
     """An ONVIF PTZ camera over HTTP/SOAP 1.2 on 127.0.0.1. Position space x, y in [-1, 1] map linearly to
     ``pan_deg`` and ``tilt_deg`` (its real angles); moves run at ``speed_deg_s``. Faults: ``silent`` (no
     answer), ``error`` (the next AbsoluteMove gets a SOAP fault with this text)."""
@@ -320,7 +343,6 @@ class FakeOnvifPtz:
         self.moves: list[tuple[float, float]] = []  # AbsoluteMove x, y as received
         self._axes = (_Axis(speed=speed_deg_s[0]), _Axis(speed=speed_deg_s[1]))
         self._lock = threading.Lock()
-        self._closed = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -343,27 +365,12 @@ class FakeOnvifPtz:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_port
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
 
     def pose_deg(self) -> tuple[float, float]:
         now = time.monotonic()
         with self._lock:
             return self._axes[0].at(now), self._axes[1].at(now)
-
-    def close(self) -> None:
-        self._closed.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _to_xy(self, theta: float, phi: float) -> tuple[float, float]:
         (p0, p1), (t0, t1) = self.pan_deg, self.tilt_deg
@@ -451,7 +458,7 @@ def _soap_fault(subcode: str, text: str) -> str:
                  f'</s:Code><s:Reason><s:Text xml:lang="en">{text}</s:Text></s:Reason></s:Fault>')
 
 
-class MjpegServer:
+class MjpegServer(_LocalHttpServer):
     """An HTTP MJPEG stream (``multipart/x-mixed-replace``) at ``url``, each frame ``render()`` (RGB uint8)
     at up to ``fps``. ``pause()`` drops every client and refuses new ones until ``resume()``."""
 
@@ -488,29 +495,14 @@ class MjpegServer:
             def log_message(self, *args):
                 pass
 
-        self._closed = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/video.mjpg"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/video.mjpg"
 
     def pause(self) -> None:
         self._available.clear()
 
     def resume(self) -> None:
         self._available.set()
-
-    def close(self) -> None:
-        self._closed.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @dataclass
