@@ -73,7 +73,8 @@ class FakeViscaCamera:
         self.faults = Faults()
         self.commands: list[bytes] = []  # every VISCA message received, in order
         self.refused: list[tuple[int, int]] = []  # absolute targets beyond the limits
-        self.sequence_resets = 0
+        self.sequence_resets = 0  # answered sequence resets
+        self.control_requests = 0  # control datagrams received, answered or not
         self._axes = (_Axis(), _Axis())
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -162,6 +163,7 @@ class FakeViscaCamera:
                     sock.sendto(v.ip_pack(reply_type, message, seq + 1000), peer)
                 sock.sendto(v.ip_pack(reply_type, message, seq), peer)
             if ptype == v.IP_CONTROL:
+                self.control_requests += 1
                 if self._swallow():
                     continue
                 if payload == v.CONTROL_RESET:

@@ -64,6 +64,8 @@ class PtzConnection:
     onvif_password: str = ""
     video_source: str = ""  # OpenCV VideoCapture source: rtsp://…, http://…, a device number, a file
     timeout_s: float = 1.0  # one reply from the camera [s]
+    retry_s: float = 0.5  # first reconnect attempt after a fault [s]; doubles on each failure ...
+    retry_max_s: float = 10.0  # ... up to this [s]
 
 
 TRANSPORTS = ("udp", "tcp", "serial")
@@ -79,6 +81,8 @@ DESCRIPTIONS = {
     "onvif_password": "ONVIF password",
     "video_source": "video for cv2.VideoCapture: rtsp://..., http://..., a device number or a file",
     "timeout_s": "wait for one camera reply [s]",
+    "retry_s": "first reconnect attempt after a camera fault [s]; doubles on each failure",
+    "retry_max_s": "longest wait between reconnect attempts [s]",
 }
 
 
@@ -171,8 +175,9 @@ def connection_from_params(params: dict, where: str = "camera_node") -> PtzConne
         raise ConfigError(f"{where}: 'transport' = {conn.transport!r}; choose one of {', '.join(TRANSPORTS)}")
     if not 1 <= conn.visca_address <= 7:
         raise ConfigError(f"{where}: 'visca_address' = {conn.visca_address} must be 1..7 (the camera's menu shows it)")
-    if conn.timeout_s <= 0:
-        raise ConfigError(f"{where}: 'timeout_s' must be positive, got {conn.timeout_s}")
+    for key in ("timeout_s", "retry_s", "retry_max_s"):
+        if getattr(conn, key) <= 0:
+            raise ConfigError(f"{where}: '{key}' must be positive, got {getattr(conn, key)}")
     return conn
 
 

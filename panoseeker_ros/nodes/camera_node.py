@@ -1,5 +1,6 @@
 """camera_node: the pan-tilt camera on ROS, behind the core :class:`~panoseeker_ros.core.camera.Camera`
-interface (driver ``sim``: views rendered from a panorama; a real PTZ driver plugs in the same way).
+interface (driver ``sim``: views rendered from a panorama; ``visca`` and ``onvif``: a real pan-tilt head,
+:class:`~panoseeker_ros.drivers.ptz_camera.PtzCamera`).
 
 Topics (relative to the namespace, default ``/panoseeker``; QoS names from ``interface.py``)
     publishes  camera/image        sensor_msgs/Image rgb8          image    the view
@@ -7,20 +8,29 @@ Topics (relative to the namespace, default ``/panoseeker``; QoS names from ``int
                camera/joint_states sensor_msgs/JointState          command  pan, tilt [rad, REP-103]
                (all three share one header stamp: the time the view was captured)
                camera/status       std_msgs/String (JSON)          latched  {state: ready | moving | error, message}
+                                                                            (sim: ready once; a real head:
+                                                                            moving, then ready, per request)
     subscribes camera/move         sensor_msgs/JointState          command  relative [Δpan, Δtilt] rad;
                                                                             all zero re-captures the view
                camera/look         sensor_msgs/JointState          command  absolute [pan, tilt] rad
 Services
     camera/reset  std_srvs/Trigger  point at the episode's start pose and publish that view
 Parameters
-    driver (string, read-only): sim
-    dataset, episode_id (string, read-only): the simulated episode (scene and start pose)
-    panorama (string, read-only): a plain ERP image instead of a dataset episode
-    start_pan, start_tilt (double, rad): start pose with ``panorama``
+    driver (string, read-only): sim | visca | onvif
+    dataset, episode_id (string, read-only): the simulated episode (scene and start pose; with a real
+        driver only the start pose, so a fake camera can replay a simulated scene)
+    panorama (string, read-only): sim: a plain ERP image instead of a dataset episode
+    start_pan, start_tilt (double, rad): start pose when no dataset is given
+    profile, host, port, transport, serial_device, baudrate, visca_address, onvif_user, onvif_password,
+    video_source, timeout_s, retry_s, retry_max_s (read-only): visca / onvif, see drivers/profile.py
     frame_id (string, applied at run time): header frame of every output
     camera.* (read-only): field of view, size and tilt limits, shared with the other nodes
 Every move and look is answered by exactly one view, in the order they arrive. They are clamped to the
-tilt limits (pan turns freely); malformed ones (NaN, beyond ±2π) are dropped with one log line.
+tilt limits (pan turns freely; a real head also to its profile's pan limits); malformed ones (NaN, beyond
+±2π) are dropped with one log line. The published pose is the head's read-back. A camera that does not
+answer sets camera/status to error with one log line; the node retries with back-off (retry_s doubling
+to retry_max_s), then executes the request that waited (moves arriving meanwhile add up into it) and
+says ready.
 """
 from __future__ import annotations
 
@@ -34,20 +44,46 @@ from std_srvs.srv import Trigger
 
 from ..core.camera import Camera, PanoramaCamera
 from ..core.config import ConfigError
-from ..core.dataset import DatasetError, load_rgb
+from ..core.dataset import DatasetError, load_dataset, load_rgb
 from ..core.geometry import Pose, pan_tilt_to_pose
+from ..drivers import ptz_camera as ptz
+from ..drivers.head import PtzError
+from ..drivers.profile import DESCRIPTIONS, PtzConnection, connection_fields, connection_from_params, load_profile
+from ..drivers.video import VideoError
 from . import interface as api
 from .conversions import (MessageError, camera_info, header, joint_state_to_move, joint_state_to_pose,
                           pose_to_joint_state, rgb_to_image)
 from .params import declare, declare_seek_config, declare_sim_episode
 from .runtime import WarnOnce, load_sim_env, run_node
 
-DRIVERS = ("sim",)
+DRIVERS = ("sim",) + ptz.DRIVERS
+CAMERA_FAULTS = (PtzError, VideoError)
 
 
-def make_camera(node: Node, config, dataset: str, episode_id: str, panorama: str,
-                start_pan: float, start_tilt: float) -> tuple[Camera, Pose]:
-    """The driver's camera and its start pose."""
+def declare_connection(node: Node) -> PtzConnection:
+    """The real drivers' parameters, one per :class:`PtzConnection` field (read-only)."""
+    values = {f.name: declare(node, f.name, f.default, DESCRIPTIONS[f.name]) for f in connection_fields()}
+    return connection_from_params(values, node.get_name())
+
+
+def start_pose(node: Node, dataset: str, episode_id: str, start_pan: float, start_tilt: float) -> Pose:
+    """The dataset episode's start pose, else the start_pan / start_tilt parameters."""
+    if not dataset:
+        return pan_tilt_to_pose(start_pan, start_tilt)
+    try:
+        ds = load_dataset(dataset)
+        return (ds.by_id(episode_id) if episode_id else ds.episodes[0]).initial_pose
+    except DatasetError as exc:
+        raise ConfigError(f"{node.get_name()}: parameter 'dataset' / 'episode_id': {exc}") from None
+
+
+def make_camera(node: Node, config, driver: str, dataset: str, episode_id: str, panorama: str,
+                start_pan: float, start_tilt: float, conn: PtzConnection, on_event) -> tuple[Camera, Pose]:
+    """The driver's camera and its start pose; a real head is opened lazily (its faults are the node's to handle)."""
+    if driver != "sim":
+        profile = load_profile(conn.profile)
+        camera = ptz.open_ptz_camera(driver, conn, profile, config.camera, on_event=on_event, connect_now=False)
+        return camera, start_pose(node, dataset, episode_id, start_pan, start_tilt)
     tilt_limits = (config.camera.tilt_min_deg, config.camera.tilt_max_deg)
     if dataset:
         env = load_sim_env(dataset, episode_id, config, node.get_name())
@@ -68,39 +104,109 @@ class CameraNode(Node):
         self.config = declare_seek_config(self)
         self.intrinsics = self.config.camera.intrinsics()
         dataset, episode_id = declare_sim_episode(self)
-        declare(self, "driver", "sim", "camera driver", choices=DRIVERS)
+        self.driver = declare(self, "driver", "sim", "camera driver", choices=DRIVERS)
         panorama = declare(self, "panorama", "", "sim: ERP image when no dataset is given")
-        start_pan = declare(self, "start_pan", 0.0, "sim with panorama: start pan [rad]", lo=-math.pi, hi=math.pi)
-        start_tilt = declare(self, "start_tilt", 0.0, "sim with panorama: start tilt [rad]", lo=-math.pi / 2,
+        start_pan = declare(self, "start_pan", 0.0, "start pan when no dataset is given [rad]", lo=-math.pi,
+                            hi=math.pi)
+        start_tilt = declare(self, "start_tilt", 0.0, "start tilt when no dataset is given [rad]", lo=-math.pi / 2,
                              hi=math.pi / 2)
         self.frame_id = declare(self, "frame_id", "camera", "header frame_id of the view, info and pose",
                                 on_change=lambda v: setattr(self, "frame_id", v))
-        self.camera, self.start_pose = make_camera(self, self.config, dataset, episode_id, panorama,
-                                                   start_pan, start_tilt)
+        self.conn = declare_connection(self)
         self.warn_once = WarnOnce(self)
+        self.pub_status = self.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)
+        self.camera, self.start_pose = make_camera(self, self.config, self.driver, dataset, episode_id, panorama,
+                                                   start_pan, start_tilt, self.conn, self._on_driver_event)
+        self.state = ""
+        self.report_moves = self.driver != "sim"  # a real head's moves take time; a simulated look does not
+        self.pending: Pose | None = None  # the request a fault left undone; the retry executes it
+        self.retry_s = self.conn.retry_s
+        self.retry_timer = None
 
         self.pub_image = self.create_publisher(Image, api.IMAGE, api.IMAGE_QOS)
         self.pub_info = self.create_publisher(CameraInfo, api.CAMERA_INFO, api.IMAGE_QOS)
         self.pub_pose = self.create_publisher(JointState, api.POSE, api.COMMAND_QOS)
-        self.pub_status = self.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)
         self.create_subscription(JointState, api.MOVE, self._on_move, api.COMMAND_QOS)
         self.create_subscription(JointState, api.LOOK, self._on_look, api.COMMAND_QOS)
         self.create_service(Trigger, api.CAMERA_RESET, self._on_reset)
-        self.look(self.start_pose)
-        p = self.camera.pose()
-        text = f"sim camera ready at θ={p.theta:.1f}° ϕ={p.phi:.1f}° ({self.intrinsics.width}x{self.intrinsics.height})"
-        self.pub_status.publish(String(data=api.dumps({"state": "ready", "message": text})))
-        self.get_logger().info(text)
+        if self.look(self.start_pose) is not None:
+            p = self.camera.pose()
+            self.get_logger().info(f"{self.driver} camera ready at θ={p.theta:.1f}° ϕ={p.phi:.1f}° "
+                                   f"({self.intrinsics.width}x{self.intrinsics.height})")
 
-    def look(self, pose: Pose) -> Pose:
-        """Point the camera (the driver clamps), publish view + info + pose with one stamp; the pose reached."""
-        view = self.camera.look(pose.theta, pose.phi)
+    def destroy_node(self):
+        close = getattr(self.camera, "close", None)  # a real head: stop the frame grabber, close the link
+        if close is not None:
+            close()
+        return super().destroy_node()
+
+    def publish_status(self, state: str, message: str) -> None:
+        self.state = state
+        self.pub_status.publish(String(data=api.dumps({"state": state, "message": message})))
+
+    def look(self, pose: Pose) -> Pose | None:
+        """Point the camera (the driver clamps), publish view + info + pose with one stamp; the pose reached,
+        or None when the camera failed (then the request waits for the retry)."""
+        if self.retry_timer is not None:  # the camera is away: the newest request waits for it
+            self.pending = pose
+            return None
+        if self.report_moves:
+            self.publish_status("moving", f"to θ={pose.theta:.1f}° ϕ={pose.phi:.1f}°")
+        try:
+            view = self.camera.look(pose.theta, pose.phi)
+        except CAMERA_FAULTS as exc:
+            self._fault(pose, exc)
+            return None
         reached = self.camera.pose()
         h = header(self.get_clock().now().to_msg(), self.frame_id)
         self.pub_image.publish(rgb_to_image(view, h))
         self.pub_info.publish(camera_info(self.intrinsics, h))
         self.pub_pose.publish(pose_to_joint_state(reached, h))
+        if self.report_moves or self.state != "ready":
+            self.publish_status("ready", f"{self.driver} camera at θ={reached.theta:.1f}° ϕ={reached.phi:.1f}°")
         return reached
+
+    def _fault(self, pose: Pose, exc: Exception) -> None:
+        """Error state, one log line per outage, a retry after the back-off (doubling up to retry_max_s)."""
+        self.pending = pose
+        first = self.state != "error"
+        text = str(exc).splitlines()[0]
+        self.publish_status("error", text)
+        if first:
+            self.get_logger().error(f"camera fault: {text}; retrying every {self.retry_s:g}…{self.conn.retry_max_s:g} s")
+        self.retry_timer = self.create_timer(self.retry_s, self._retry)
+        self.retry_s = min(self.retry_s * 2, self.conn.retry_max_s)
+
+    def _retry(self) -> None:
+        self.destroy_timer(self.retry_timer)
+        self.retry_timer = None
+        try:
+            reconnect = getattr(self.camera, "reconnect", None)
+            if reconnect is not None:
+                reconnect()
+        except CAMERA_FAULTS as exc:
+            self._fault(self.pending, exc)
+            return
+        pose, self.pending = self.pending, None
+        reached = self.look(pose)
+        if reached is not None:
+            self.retry_s = self.conn.retry_s
+            self.get_logger().info(f"camera answers again; at θ={reached.theta:.1f}° ϕ={reached.phi:.1f}°")
+
+    def _on_driver_event(self, kind: str, text: str) -> None:
+        """Driver threads report here: settle timeouts, stray replies, video lost / back (logged once each)."""
+        if kind == "back":
+            self.get_logger().info(text)
+            if self.state == "error" and self.retry_timer is None:
+                self.publish_status("ready", text)
+        elif kind == "lost":
+            self.get_logger().warning(text)
+            if self.state != "error":
+                self.publish_status("error", text)
+        elif kind == "settle":
+            self.get_logger().warning(text)
+        else:
+            self.warn_once((kind, text), text)
 
     def _on_move(self, msg: JointState) -> None:
         try:
@@ -108,13 +214,13 @@ class CameraNode(Node):
         except MessageError as exc:
             self.warn_once(("move", str(exc)), f"dropped a message on {api.MOVE}: {exc}")
             return
-        current = self.camera.pose()
+        current = self.pending or self.camera.pose()
         reached = self.look(current.moved(dtheta, dphi))
         wanted_phi = current.phi + dphi
-        if abs(reached.phi - wanted_phi) > 1e-6:
+        if reached is not None and abs(reached.phi - wanted_phi) > 1e-6:
+            lo, hi = self.camera.tilt_limits
             self.get_logger().info(f"move Δϕ={dphi:+.1f}° from ϕ={current.phi:.1f}° clamped to ϕ={reached.phi:.1f}° "
-                                   f"(tilt limits {self.config.camera.tilt_min_deg:g}.."
-                                   f"{self.config.camera.tilt_max_deg:g}°)")
+                                   f"(tilt limits {lo:g}..{hi:g}°)")
 
     def _on_look(self, msg: JointState) -> None:
         try:
@@ -126,8 +232,10 @@ class CameraNode(Node):
 
     def _on_reset(self, request, response):
         p = self.look(self.start_pose)
-        response.success = True
-        response.message = f"camera at the start pose θ={p.theta:.1f}° ϕ={p.phi:.1f}°"
+        response.success = p is not None
+        response.message = (f"camera at the start pose θ={p.theta:.1f}° ϕ={p.phi:.1f}°" if p is not None else
+                            "the camera is in the error state (see camera/status); it goes to the start pose "
+                            "when it answers again")
         return response
 
 

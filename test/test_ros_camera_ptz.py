@@ -1,0 +1,190 @@
+"""camera_node with the visca driver, as a process on real rclpy/FastDDS, against the fake VISCA camera and its
+video of the bedroom panorama: read-back poses, limits, camera/status, timeout, back-off and recovery,
+a lost and reconnected stream."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.node import Node  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from panoseeker_ros.core.geometry import Intrinsics, PanoramaRenderer, Pose  # noqa: E402
+from panoseeker_ros.drivers.fakes import FakePtzRig  # noqa: E402
+from panoseeker_ros.nodes import interface as api  # noqa: E402
+from panoseeker_ros.nodes.conversions import image_to_rgb, joint_state_to_pose, stamp_ns  # noqa: E402
+from panoseeker_ros.nodes.launcher import Graph  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = f"/panoseeker_ptz_{os.getpid()}"
+FOV, SIZE = (60.0, 45.0), (320, 240)
+RETRY_S, RETRY_MAX_S = 0.2, 0.8
+
+
+def profile_yaml(path: Path, fov=FOV, size=(640, 480)) -> Path:
+    path.write_text(yaml.safe_dump({
+        "name": "fake_head", "units_per_deg": [14.4, 14.4], "pan_limits_deg": [-170.0, 170.0],
+        "tilt_limits_deg": [-30.0, 90.0], "fov_deg": list(fov), "image_size": list(size),
+        "settle_tolerance_deg": 0.2, "settle_timeout_s": 5.0, "poll_period_s": 0.02, "frame_delay_s": 0.15,
+        "source": "the tests' fake camera"}))
+    return path
+
+
+def ros_env(domain: int) -> dict:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    return env
+
+
+class Watcher:
+    """This test's rclpy node: camera/status, joint_states and images as they arrive."""
+
+    def __init__(self, domain: int):
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = Node("ptz_test", namespace=NS, context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.statuses: list[dict] = []
+        self.poses: list[tuple[int, Pose]] = []
+        self.images: dict[int, Image] = {}
+        n = self.node
+        n.create_subscription(String, api.CAMERA_STATUS, lambda m: self.statuses.append(json.loads(m.data)),
+                              api.LATCHED_QOS)
+        n.create_subscription(JointState, api.POSE, lambda m: self.poses.append(
+            (stamp_ns(m.header.stamp), joint_state_to_pose(m))), api.COMMAND_QOS)
+        n.create_subscription(Image, api.IMAGE, lambda m: self.images.__setitem__(stamp_ns(m.header.stamp), m),
+                              api.IMAGE_QOS)
+        self.pub_move = n.create_publisher(JointState, api.MOVE, api.COMMAND_QOS)
+        self.pub_look = n.create_publisher(JointState, api.LOOK, api.COMMAND_QOS)
+
+    def spin_until(self, predicate, timeout: float, what: str):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            value = predicate()
+            if value:
+                return value
+            self.executor.spin_once(timeout_sec=0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; statuses {self.statuses[-5:]}")
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def pose_after(self, t_ns: int, timeout: float = 15.0) -> tuple[int, Pose]:
+        self.spin_until(lambda: any(s > t_ns for s, _ in self.poses), timeout, "a camera pose")
+        return [(s, p) for s, p in self.poses if s > t_ns][-1]
+
+    def state(self) -> str | None:
+        return self.statuses[-1]["state"] if self.statuses else None
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _log_count(path: Path, pattern: str) -> int:
+    return len(re.findall(pattern, path.read_text(errors="replace")))
+
+
+@pytest.fixture(scope="module")
+def rig(bedroom_erp):
+    r = FakePtzRig.start(bedroom_erp, FOV, (640, 480), fps=20.0, full_speed_deg_s=(120.0, 90.0))
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def camera_node(rig, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ptz_node")
+    log = tmp / "camera_node.log"
+    domain = random.Random(os.getpid() ^ time.time_ns()).randint(1, 200)
+    per_node = {"camera_node": {**rig.params("udp"), "profile": str(profile_yaml(tmp / "fake_head.yaml")),
+                                "timeout_s": 0.3, "retry_s": RETRY_S, "retry_max_s": RETRY_MAX_S,
+                                "start_pan": math.radians(20.0)}}  # θ = -20°
+    shared = {"camera": {"fov_deg": list(FOV), "width": SIZE[0], "height": SIZE[1],
+                         "tilt_min_deg": -60.0, "tilt_max_deg": 60.0}}
+    with open(log, "w") as out:
+        g = Graph(ROOT / "config" / "seek.yaml", NS, shared=shared, per_node=per_node, env=ros_env(domain),
+                  stdout=out, stderr=subprocess.STDOUT, nodes=("camera_node",))
+        w = None
+        try:
+            g.start()
+            w = Watcher(domain)
+            w.spin_until(lambda: w.state() == "ready", 30, f"camera/status ready\n{log.read_text()}")
+            yield g, w, log
+        finally:
+            if w is not None:
+                w.close()
+            g.stop()
+
+
+def test_ready_at_the_start_pose_and_moves_publish_the_read_back_and_a_settled_view(camera_node, rig, bedroom_erp):
+    g, w, log = camera_node
+    assert w.statuses[-1]["state"] == "ready" and "at θ=-20.0°" in w.statuses[-1]["message"]
+    assert rig.camera.pose_deg() == pytest.approx((-20.0, 0.0), abs=0.1)
+    t = w.now_ns()
+    w.pub_move.publish(JointState(name=["pan", "tilt"], position=[math.radians(-90.0), math.radians(-20.0)]))
+    stamp, pose = w.pose_after(t)
+    assert (pose.theta, pose.phi) == pytest.approx((70.0, 20.0), abs=0.1)  # pan = -θ, tilt = -ϕ
+    assert rig.camera.pose_deg() == pytest.approx((70.0, 20.0), abs=0.1)
+    w.spin_until(lambda: stamp in w.images, 5, "the view stamped like the pose")
+    view = image_to_rgb(w.images[stamp])
+    expected = PanoramaRenderer(bedroom_erp).render(Pose(70.0, 20.0), Intrinsics.from_fov(FOV, SIZE))
+    assert np.abs(view.astype(int) - expected.astype(int)).mean() < 12  # the settled view, not one on the way
+    assert any(s["state"] == "moving" for s in w.statuses)
+    t = w.now_ns()
+    w.pub_look.publish(JointState(name=["pan", "tilt"], position=[math.radians(-179.0), math.radians(-80.0)]))
+    _, pose = w.pose_after(t)
+    assert (pose.theta, pose.phi) == pytest.approx((170.0, 60.0), abs=0.1)  # profile pan, graph tilt limits
+    assert rig.camera.refused == []
+    assert g.exited() == {}
+
+
+def test_a_silent_camera_is_an_error_with_one_line_retried_with_back_off_and_recovers(camera_node, rig):
+    g, w, log = camera_node
+    rig.camera.faults.silent = True
+    attempts_before = rig.camera.control_requests
+    t = w.now_ns()
+    w.pub_look.publish(JointState(name=["pan", "tilt"], position=[math.radians(-45.0), 0.0]))
+    w.spin_until(lambda: w.state() == "error", 10, "camera/status error")
+    assert "no answer" in w.statuses[-1]["message"] and "\n" not in w.statuses[-1]["message"]
+    # retries at 0.2, 0.4, 0.8, 0.8 ... s: wait for a few of them, each a sequence reset the camera ignores
+    w.spin_until(lambda: rig.camera.control_requests - attempts_before >= 3, 15, "three reconnect attempts")
+    assert _log_count(log, r"camera fault:") == 1  # one line per outage, not one per retry
+    assert not any(s > t for s, _ in w.poses)  # nothing published while the camera is away
+    rig.camera.faults.silent = False
+    w.spin_until(lambda: w.state() == "ready", 10, "camera/status ready again")
+    _, pose = w.pose_after(t)
+    assert pose.theta == pytest.approx(45.0, abs=0.1)  # the request that waited was executed
+    w.spin_until(lambda: _log_count(log, r"camera answers again") >= 1, 5, "the recovery log line")
+    assert g.exited() == {}
+
+
+def test_a_lost_stream_is_reported_and_reconnected(camera_node, rig):
+    g, w, log = camera_node
+    rig.stream.pause()
+    w.spin_until(lambda: w.state() == "error", 15, "camera/status error for the stream")
+    assert "stream lost" in w.statuses[-1]["message"] or "cannot open" in w.statuses[-1]["message"]
+    rig.stream.resume()
+    w.spin_until(lambda: w.state() == "ready", 20, "camera/status ready after the stream is back")
+    t = w.now_ns()
+    w.pub_move.publish(JointState(name=["pan"], position=[math.radians(10.0)]))
+    w.pose_after(t)
+    assert g.exited() == {}
