@@ -35,9 +35,9 @@ def test_profiles_space_absolute_move_and_status(fake):
         assert fake.requests[:3] == ["GetServices", "GetProfiles", "GetConfigurationOptions"]
         head.move_to(85.0, 30.0)
         assert fake.moves[-1] == pytest.approx((0.5, 0.0))  # the generic space, mapped from degrees
-        assert head.position()[0] < 80.0  # still on its way at 100°/s
+        assert head.position()[0] < 80.0 and head.moving is True  # still on its way at 100°/s
         s = wait_settled(head, (85.0, 30.0), 0.2, 5.0, 0.02)
-        assert s.settled and (s.theta, s.phi) == pytest.approx((85.0, 30.0), abs=0.05)
+        assert s.settled and (s.theta, s.phi) == pytest.approx((85.0, 30.0), abs=0.05) and head.moving is False
         head.home()
         assert wait_settled(head, (0.0, 0.0), 0.2, 5.0, 0.02).settled
         head.stop()

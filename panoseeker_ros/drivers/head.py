@@ -23,7 +23,8 @@ class PanTiltHead(Protocol):
         """Start an absolute move; returns once the head accepted it (not when it arrives)."""
 
     def position(self) -> tuple[float, float]:
-        """Where the head points now, read back from it [deg]."""
+        """Where the head points now, read back from it [deg]. A head that also reports whether it moves
+        sets ``moving`` (True / False) on each read-back; the settle logic then also waits for False."""
 
     def home(self) -> None: ...
 
@@ -61,7 +62,8 @@ def wait_settled(head: PanTiltHead, target: tuple[float, float], tolerance_deg: 
         now_pose = head.position()
         now = clock()
         near = angle_gap_deg(now_pose, target) <= tolerance_deg
-        still = previous is not None and angle_gap_deg(now_pose, previous) <= tolerance_deg / 4
+        still = (previous is not None and angle_gap_deg(now_pose, previous) <= tolerance_deg / 4
+                 and getattr(head, "moving", None) is not True)
         if near and still:
             return Settled(now_pose[0], now_pose[1], True, now - start, now)
         if now - start >= timeout_s:
@@ -76,4 +78,5 @@ def clamp_to_limits(theta: float, phi: float, pan_limits: tuple[float, float],
     if not math.isfinite(theta) or not math.isfinite(phi):
         raise ValueError(f"pose θ={theta} ϕ={phi} is not finite")
     theta = (theta + 180.0) % 360.0 - 180.0
-    return (min(max(theta, pan_limits[0]), pan_limits[1]), min(max(phi, tilt_limits[0]), tilt_limits[1]))
+    return (min(max(theta, pan_limits[0]), pan_limits[1]) + 0.0,  # + 0.0: no "-0.0°" in messages
+            min(max(phi, tilt_limits[0]), tilt_limits[1]) + 0.0)

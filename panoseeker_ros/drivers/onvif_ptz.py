@@ -37,6 +37,7 @@ class OnvifHead:
         self.token = ""
         self.space = GENERIC_SPACE
         self.x_range = self.y_range = (-1.0, 1.0)
+        self.moving: bool | None = None  # GetStatus MoveStatus.PanTilt at the last read-back (None: unknown)
 
     @classmethod
     def connect(cls, conn: PtzConnection, profile: PtzProfile) -> "OnvifHead":
@@ -112,6 +113,8 @@ class OnvifHead:
     def position(self) -> tuple[float, float]:
         status = self._run(self._ptz.GetStatus({"ProfileToken": self.token}), "GetStatus")
         pan_tilt = getattr(getattr(status, "Position", None), "PanTilt", None)
+        move = getattr(getattr(status, "MoveStatus", None), "PanTilt", None)
+        self.moving = {"MOVING": True, "IDLE": False}.get(str(move).upper()) if move is not None else None
         if pan_tilt is None:
             raise PtzError(f"{self.name}: GetStatus has no pan-tilt position; this camera does not report where it points")
         return self.to_degrees(float(pan_tilt.x), float(pan_tilt.y))
