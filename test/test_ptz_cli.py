@@ -74,3 +74,22 @@ def test_errors_are_one_line(tmp_path, rig, capsys):
     assert main(["ptz", "--params", str(params), "-p", "timeout_s=0.2", "status"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no answer to the sequence reset within 0.2 s" in err
+
+
+def test_launch_with_a_real_camera_simulates_nothing(tmp_path, capsys):
+    import argparse
+
+    from panoseeker_ros.nodes.commands import _graph_choices
+    from panoseeker_ros.paths import sample_dataset
+
+    real = tmp_path / "robot.yaml"
+    real.write_text(yaml.safe_dump({"/**/camera_node": {"ros__parameters": {"driver": "visca"}}}))
+    sim = tmp_path / "sim.yaml"
+    sim.write_text(yaml.safe_dump({"/**/camera_node": {"ros__parameters": {"driver": "sim"}}}))
+    opts = argparse.Namespace(dataset=None, episode=None, policy=None, model=None, adapter=None, memory=None,
+                              decoding=None, device=None, segmenter=None, sam_model=None, step_period=None)
+    shared, _, dataset = _graph_choices(opts, real)
+    assert dataset is None and "dataset" not in shared  # the start pose is the camera's, not the sample's
+    assert _graph_choices(opts, sim)[2] == sample_dataset()
+    assert main(["launch", "--params", str(real), "--demo"]) == 2
+    assert "--demo searches a simulated episode" in capsys.readouterr().err

@@ -16,11 +16,14 @@ from ..models.registry import POLICIES, SEGMENTERS
 from . import interface as api
 
 
-def _graph_choices(args, params: Path) -> tuple[dict, dict[str, dict], Path]:
-    """Overrides from the command line (shared, per node) and the dataset the simulation uses."""
+def _graph_choices(args, params: Path) -> tuple[dict, dict[str, dict], Path | None]:
+    """Overrides from the command line (shared, per node) and the dataset the simulation uses (None with a
+    real camera and no dataset anywhere: nothing is simulated)."""
     in_file = read_ros_parameters(params).get("dataset") or ""
-    dataset = Path(args.dataset) if args.dataset else (Path(in_file) if in_file else sample_dataset())
-    shared = {"dataset": str(dataset)}
+    real_camera = read_ros_parameters(params, "/**/camera_node").get("driver", "sim") != "sim"
+    dataset = (Path(args.dataset) if args.dataset else Path(in_file) if in_file else
+               None if real_camera else sample_dataset())
+    shared = {"dataset": str(dataset)} if dataset is not None else {}
     if args.episode:
         shared["episode_id"] = args.episode
     policy = {k: v for k, v in (("backend", args.policy), ("model", args.model), ("adapter", args.adapter),
@@ -39,6 +42,11 @@ def cmd_launch(args) -> int:
     params = Path(args.params) if args.params else default_params()
     load_config(params)  # one clear line for a broken params file, before every node says it
     shared, per_node, dataset = _graph_choices(args, params)
+    if dataset is None:  # a real camera: the graph searches the room
+        if args.demo:
+            raise ConfigError(f"--demo searches a simulated episode, but {params} has a real camera driver and no "
+                              f"dataset; pass --dataset sim/bedroom/dataset.json or use a params file with driver: sim")
+        return run_graph(Graph(params, args.namespace, shared, per_node, log_level=args.log_level), respawn=args.respawn)
     ds = load_dataset(dataset)  # one clear line for a bad dataset or episode, before the nodes say it
     spec = ds.by_id(args.episode) if args.episode else ds.episodes[0]
     graph = Graph(params, args.namespace, shared, per_node, log_level=args.log_level or ("warn" if args.demo else None))
