@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import re
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +15,17 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.node import Node  # noqa: E402
-from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from panoseeker_ros.core.geometry import Intrinsics, PanoramaRenderer, Pose  # noqa: E402
 from panoseeker_ros.drivers.fakes import FakePtzRig  # noqa: E402
 from panoseeker_ros.nodes import interface as api  # noqa: E402
-from panoseeker_ros.nodes.conversions import image_to_rgb, joint_state_to_pose, stamp_ns  # noqa: E402
+from panoseeker_ros.nodes.conversions import image_to_rgb, stamp_ns  # noqa: E402
 from panoseeker_ros.nodes.launcher import Graph  # noqa: E402
+from test_ros_graph import NS, Client, _env, _free_domain, _log_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-NS = f"/panoseeker_ptz_{os.getpid()}"
 FOV, SIZE = (60.0, 45.0), (320, 240)
 RETRY_S, RETRY_MAX_S = 0.2, 0.8
 
@@ -44,63 +39,26 @@ def profile_yaml(path: Path, fov=FOV, size=(640, 480)) -> Path:
     return path
 
 
-def ros_env(domain: int) -> dict:
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    env.pop("ROS_LOCALHOST_ONLY", None)
-    return env
-
-
-class Watcher:
-    """This test's rclpy node: camera/status, joint_states and images as they arrive."""
+class Watcher(Client):
+    """The graph tests' client (camera poses, moves), plus camera/status, the views and looks."""
 
     def __init__(self, domain: int):
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = Node("ptz_test", namespace=NS, context=self.context)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        super().__init__(domain)
         self.statuses: list[dict] = []
-        self.poses: list[tuple[int, Pose]] = []
         self.images: dict[int, Image] = {}
         n = self.node
         n.create_subscription(String, api.CAMERA_STATUS, lambda m: self.statuses.append(json.loads(m.data)),
                               api.LATCHED_QOS)
-        n.create_subscription(JointState, api.POSE, lambda m: self.poses.append(
-            (stamp_ns(m.header.stamp), joint_state_to_pose(m))), api.COMMAND_QOS)
         n.create_subscription(Image, api.IMAGE, lambda m: self.images.__setitem__(stamp_ns(m.header.stamp), m),
                               api.IMAGE_QOS)
-        self.pub_move = n.create_publisher(JointState, api.MOVE, api.COMMAND_QOS)
         self.pub_look = n.create_publisher(JointState, api.LOOK, api.COMMAND_QOS)
 
-    def spin_until(self, predicate, timeout: float, what: str):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            value = predicate()
-            if value:
-                return value
-            self.executor.spin_once(timeout_sec=0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; statuses {self.statuses[-5:]}")
-
-    def now_ns(self) -> int:
-        return self.node.get_clock().now().nanoseconds
-
-    def pose_after(self, t_ns: int, timeout: float = 15.0) -> tuple[int, Pose]:
-        self.spin_until(lambda: any(s > t_ns for s, _ in self.poses), timeout, "a camera pose")
+    def stamped_pose_after(self, t_ns: int, timeout: float = 15.0) -> tuple[int, Pose]:
+        self.pose_after(t_ns, timeout)
         return [(s, p) for s, p in self.poses if s > t_ns][-1]
 
     def state(self) -> str | None:
         return self.statuses[-1]["state"] if self.statuses else None
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-
-def _log_count(path: Path, pattern: str) -> int:
-    return len(re.findall(pattern, path.read_text(errors="replace")))
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +72,14 @@ def rig(bedroom_erp):
 def camera_node(rig, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ptz_node")
     log = tmp / "camera_node.log"
-    domain = random.Random(os.getpid() ^ time.time_ns()).randint(1, 200)
+    domain = _free_domain()
     per_node = {"camera_node": {**rig.params("udp"), "profile": str(profile_yaml(tmp / "fake_head.yaml")),
                                 "timeout_s": 0.3, "retry_s": RETRY_S, "retry_max_s": RETRY_MAX_S,
                                 "start_pan": math.radians(20.0)}}  # θ = -20°
     shared = {"camera": {"fov_deg": list(FOV), "width": SIZE[0], "height": SIZE[1],
                          "tilt_min_deg": -60.0, "tilt_max_deg": 60.0}}
     with open(log, "w") as out:
-        g = Graph(ROOT / "config" / "seek.yaml", NS, shared=shared, per_node=per_node, env=ros_env(domain),
+        g = Graph(ROOT / "config" / "seek.yaml", NS, shared=shared, per_node=per_node, env=_env(domain),
                   stdout=out, stderr=subprocess.STDOUT, nodes=("camera_node",))
         w = None
         try:
@@ -141,7 +99,7 @@ def test_ready_at_the_start_pose_and_moves_publish_the_read_back_and_a_settled_v
     assert rig.camera.pose_deg() == pytest.approx((-20.0, 0.0), abs=0.1)
     t = w.now_ns()
     w.pub_move.publish(JointState(name=["pan", "tilt"], position=[math.radians(-90.0), math.radians(-20.0)]))
-    stamp, pose = w.pose_after(t)
+    stamp, pose = w.stamped_pose_after(t)
     assert (pose.theta, pose.phi) == pytest.approx((70.0, 20.0), abs=0.1)  # pan = -θ, tilt = -ϕ
     assert rig.camera.pose_deg() == pytest.approx((70.0, 20.0), abs=0.1)
     w.spin_until(lambda: stamp in w.images, 5, "the view stamped like the pose")
@@ -151,7 +109,7 @@ def test_ready_at_the_start_pose_and_moves_publish_the_read_back_and_a_settled_v
     assert any(s["state"] == "moving" for s in w.statuses)
     t = w.now_ns()
     w.pub_look.publish(JointState(name=["pan", "tilt"], position=[math.radians(-179.0), math.radians(-80.0)]))
-    _, pose = w.pose_after(t)
+    pose = w.pose_after(t, 15.0)
     assert (pose.theta, pose.phi) == pytest.approx((170.0, 60.0), abs=0.1)  # profile pan, graph tilt limits
     assert rig.camera.refused == []
     assert g.exited() == {}
@@ -171,7 +129,7 @@ def test_a_silent_camera_is_an_error_with_one_line_retried_with_back_off_and_rec
     assert not any(s > t for s, _ in w.poses)  # nothing published while the camera is away
     rig.camera.faults.silent = False
     w.spin_until(lambda: w.state() == "ready", 10, "camera/status ready again")
-    _, pose = w.pose_after(t)
+    pose = w.pose_after(t, 15.0)
     assert pose.theta == pytest.approx(45.0, abs=0.1)  # the request that waited was executed
     w.spin_until(lambda: _log_count(log, r"camera answers again") >= 1, 5, "the recovery log line")
     assert g.exited() == {}

@@ -4,9 +4,7 @@ fake's current pose; the expert and the oracle segmenter read the sample's groun
 from __future__ import annotations
 
 import os
-import random
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,6 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.node import Node  # noqa: E402
-from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from panoseeker_ros.core.dataset import load_dataset  # noqa: E402
@@ -23,8 +19,8 @@ from panoseeker_ros.core.geometry import pan_tilt_to_pose, pose_distance  # noqa
 from panoseeker_ros.drivers.fakes import FakePtzRig  # noqa: E402
 from panoseeker_ros.nodes import interface as api  # noqa: E402
 from panoseeker_ros.nodes.launcher import Graph  # noqa: E402
-from panoseeker_ros.nodes.operator import Operator  # noqa: E402
 from panoseeker_ros.paths import sample_dataset  # noqa: E402
+from test_ros_graph import NS, Client, _env, _free_domain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FOV, SIZE = (120.0, 90.0), (1024, 768)  # the graph's defaults: the fake's lens is the simulator's
@@ -51,35 +47,28 @@ def test_the_expert_finds_the_wardrobe_through_a_ptz_driver(driver, bedroom_erp,
     spec = load_dataset(sample_dataset()).by_id("bedroom-001")
     assert spec.instruction == "the wardrobe"
     rig = FakePtzRig.start(bedroom_erp, FOV, SIZE, fps=10.0, driver=driver, **FAKES[driver])
-    domain = random.Random(os.getpid() ^ time.time_ns()).randint(1, 200)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    env.pop("ROS_LOCALHOST_ONLY", None)
-    ns = f"/panoseeker_e2e_{driver}_{os.getpid()}"
+    domain = _free_domain()
     log = tmp_path / "nodes.log"
     camera = {**rig.params("udp"), "profile": str(_profile(tmp_path / "head.yaml")), "timeout_s": 1.0}
-    context = rclpy.Context()
-    node = None
+    client = None
     try:
-        with open(log, "w") as out, Graph(ROOT / "config" / "seek.yaml", ns,
+        with open(log, "w") as out, Graph(ROOT / "config" / "seek.yaml", NS,
                                           shared={"dataset": str(sample_dataset()), "episode_id": spec.id},
-                                          per_node={"camera_node": camera}, env=env, stdout=out,
+                                          per_node={"camera_node": camera}, env=_env(domain), stdout=out,
                                           stderr=subprocess.STDOUT) as g:
-            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-            rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
-            node = Node("e2e_client", namespace=ns, context=context)
-            op = Operator(node)
+            client = Client(domain)
+            op = client.op
             camera_states = []
-            node.create_subscription(String, api.CAMERA_STATUS, lambda m: camera_states.append(api.loads(m.data)),
+            client.node.create_subscription(String, api.CAMERA_STATUS, lambda m: camera_states.append(api.loads(m.data)),
                                      api.LATCHED_QOS)
 
             def dead():
                 gone = g.exited()
                 return "; ".join(f"{n} exited with code {c}" for n, c in gone.items()) or None
-            end = time.monotonic() + 60  # the head connects after the nodes start; the search needs it ready
-            while not (camera_states and camera_states[-1]["state"] == "ready") and time.monotonic() < end:
-                assert dead() is None, log.read_text()
-                op.spin_for(0.1)
-            assert camera_states and camera_states[-1]["state"] == "ready", f"{camera_states}\n{log.read_text()}"
+            # the head connects after the nodes start; the search needs it ready
+            client.spin_until(lambda: dead() or (camera_states and camera_states[-1]["state"] == "ready"), 60,
+                              f"camera/status ready\n{log.read_text()}")
+            assert dead() is None, log.read_text()
             outcome = op.seek(spec.instruction, timeout=120, on_line=lambda line: None, ready_timeout=60, abort=dead)
             assert outcome.state == "success", f"{outcome.message}\n{log.read_text()}"
             res = outcome.result
@@ -93,9 +82,8 @@ def test_the_expert_finds_the_wardrobe_through_a_ptz_driver(driver, bedroom_erp,
             assert abs(((theta - final.theta + 180) % 360) - 180) < 0.3 and abs(phi - final.phi) < 0.3
             assert g.exited() == {}, log.read_text()
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        if client is not None:
+            client.close()
         rig.close()
     if driver == "visca":
         assert rig.camera.refused == []
