@@ -20,11 +20,11 @@ PROFILE = PtzProfile(name="fake_onvif", onvif_pan_deg=(-170.0, 170.0), onvif_til
 
 @pytest.fixture()
 def fake():
-    with FakeOnvifPtz(speed_deg_s=(100.0, 80.0)) as f:
+    with FakeOnvifPtz(speed_deg_s=(40.0, 30.0)) as f:
         yield f
 
 
-def _connect(fake, timeout_s=1.0) -> OnvifHead:
+def _connect(fake, timeout_s=3.0) -> OnvifHead:
     return OnvifHead.connect(PtzConnection(host="127.0.0.1", port=fake.port, timeout_s=timeout_s), PROFILE)
 
 
@@ -35,11 +35,11 @@ def test_profiles_space_absolute_move_and_status(fake):
         assert fake.requests[:3] == ["GetServices", "GetProfiles", "GetConfigurationOptions"]
         head.move_to(85.0, 30.0)
         assert fake.moves[-1] == pytest.approx((0.5, 0.0))  # the generic space, mapped from degrees
-        assert head.position()[0] < 80.0 and head.moving is True  # still on its way at 100°/s
-        s = wait_settled(head, (85.0, 30.0), 0.2, 5.0, 0.02)
+        assert head.position()[0] < 80.0 and head.moving is True  # 85° at 40°/s: still on its way
+        s = wait_settled(head, (85.0, 30.0), 0.2, 10.0, 0.02)
         assert s.settled and (s.theta, s.phi) == pytest.approx((85.0, 30.0), abs=0.05) and head.moving is False
         head.home()
-        assert wait_settled(head, (0.0, 0.0), 0.2, 5.0, 0.02).settled
+        assert wait_settled(head, (0.0, 0.0), 0.2, 10.0, 0.02).settled
         head.stop()
     finally:
         head.close()
@@ -56,6 +56,7 @@ def test_faults_are_one_line_errors(fake):
             head.position()
         assert "\n" not in str(exc.value)
         fake.faults.silent = False
+        head.timeout_s = 3.0
         assert head.position() == pytest.approx((0.0, 0.0), abs=1e-3)
     finally:
         head.close()

@@ -52,7 +52,7 @@ def rig(bedroom_erp):
 def camera(rig):
     events = Events()
     conn = PtzConnection(host="127.0.0.1", port=rig.udp_port, transport="udp", video_source=rig.stream.url,
-                         timeout_s=0.5)
+                         timeout_s=2.0)
     cam = open_ptz_camera("visca", conn, PROFILE, GRAPH, on_event=events)
     cam.events = events
     yield cam

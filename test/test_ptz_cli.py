@@ -33,7 +33,7 @@ def _params(tmp_path, rig, transport="udp", fov=(66.0, 49.5)):
     port = rig.udp_port if transport == "udp" else rig.tcp_port
     params.write_text(yaml.safe_dump({"/**/camera_node": {"ros__parameters": {
         "driver": "visca", "profile": str(profile), "host": "127.0.0.1", "port": port, "transport": transport,
-        "video_source": rig.stream.url, "timeout_s": 0.5}}}))
+        "video_source": rig.stream.url, "timeout_s": 2.0}}}))
     return params, profile
 
 
