@@ -115,13 +115,13 @@ class CameraNode(Node):
         self.conn = declare_connection(self)
         self.warn_once = WarnOnce(self)
         self.pub_status = self.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)
-        self.camera, self.start_pose = make_camera(self, self.config, self.driver, dataset, episode_id, panorama,
-                                                   start_pan, start_tilt, self.conn, self._on_driver_event)
         self.state = ""
         self.report_moves = self.driver != "sim"  # a real head's moves take time; a simulated look does not
         self.pending: Pose | None = None  # the request a fault left undone; the retry executes it
         self.retry_s = self.conn.retry_s
         self.retry_timer = None
+        self.camera, self.start_pose = make_camera(self, self.config, self.driver, dataset, episode_id, panorama,
+                                                   start_pan, start_tilt, self.conn, self._on_driver_event)
 
         self.pub_image = self.create_publisher(Image, api.IMAGE, api.IMAGE_QOS)
         self.pub_info = self.create_publisher(CameraInfo, api.CAMERA_INFO, api.IMAGE_QOS)
@@ -194,7 +194,7 @@ class CameraNode(Node):
             self.get_logger().info(f"camera answers again; at θ={reached.theta:.1f}° ϕ={reached.phi:.1f}°")
 
     def _on_driver_event(self, kind: str, text: str) -> None:
-        """Driver threads report here: settle timeouts, stray replies, video lost / back (logged once each)."""
+        """Driver threads report here: settle timeouts, video lost / back, and stray replies (one line per kind)."""
         if kind == "back":
             self.get_logger().info(text)
             if self.state == "error" and self.retry_timer is None:
@@ -206,7 +206,7 @@ class CameraNode(Node):
         elif kind == "settle":
             self.get_logger().warning(text)
         else:
-            self.warn_once((kind, text), text)
+            self.warn_once(("driver", kind), text)
 
     def _on_move(self, msg: JointState) -> None:
         try:
