@@ -78,3 +78,26 @@ def test_ptz_camera_over_onvif_clamps_and_reads_back(bedroom_erp):
             cam.close()
     finally:
         rig.close()
+
+
+def test_ptz_status_and_look_over_onvif(bedroom_erp, tmp_path, capsys):
+    import yaml
+
+    from panoseeker_ros.cli import main
+
+    rig = FakePtzRig.start(bedroom_erp, (60.0, 45.0), (640, 480), fps=20.0, driver="onvif")
+    try:
+        profile = tmp_path / "onvif_head.yaml"
+        profile.write_text(yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v
+                                           for k, v in PROFILE.__dict__.items()}))
+        params = tmp_path / "seek.yaml"
+        params.write_text(yaml.safe_dump({"/**/camera_node": {"ros__parameters": {
+            **rig.params(), "profile": str(profile), "timeout_s": 3.0}}}))
+        assert main(["ptz", "--params", str(params), "status"]) == 0
+        out = capsys.readouterr().out
+        assert "ONVIF http://127.0.0.1" in out and "profile token profile_1" in out and "640x480" in out
+        assert main(["ptz", "--params", str(params), "look", "-45", "15"]) == 0
+        assert "reached pan -45.00° tilt +15.00°" in capsys.readouterr().out
+        assert rig.camera.pose_deg() == pytest.approx((-45.0, 15.0), abs=0.05)
+    finally:
+        rig.close()
