@@ -113,6 +113,8 @@ def _calibrate(cam, args) -> int:
         print(f"  {c.axis:4s}: turned {c.units:+.0f} units; images say {r.angle_deg:+.2f}° -> {c.units_per_deg:.2f} "
               f"units/deg (profile {p.units_per_deg[i]:g}, x{c.units_per_deg / p.units_per_deg[i]:.3f}); FoV "
               f"{c.fov_deg:.1f}° (profile {p.fov_deg[i]:g}°)  [{r.matches} matches, rms {r.rms_px:.2f} px]")
+        if r.angle_deg * c.commanded_deg < 0:
+            print(f"  {c.axis}: the image turned the other way: set sign[{i}] to {-p.sign[i]} in profile {p.name}")
     if args.write:
         measured = dataclasses.replace(p, units_per_deg=(round(pan.units_per_deg, 3), round(tilt.units_per_deg, 3)),
                                        fov_deg=(round(pan.fov_deg, 2), round(tilt.fov_deg, 2)),
