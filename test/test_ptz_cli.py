@@ -93,3 +93,15 @@ def test_launch_with_a_real_camera_simulates_nothing(tmp_path, capsys):
     assert _graph_choices(opts, sim)[2] == sample_dataset()
     assert main(["launch", "--params", str(real), "--demo"]) == 2
     assert "--demo searches a simulated episode" in capsys.readouterr().err
+
+
+def test_calibrate_says_when_an_axis_turns_the_other_way(tmp_path, bedroom_erp, capsys):
+    rig = FakePtzRig.start(bedroom_erp, (66.0, 49.5), (640, 480), fps=20.0, true_units_per_deg=(-14.4, 14.4))
+    try:
+        params, _ = _params(tmp_path, rig)
+        assert main(["ptz", "--params", str(params), "calibrate"]) == 0
+        out = capsys.readouterr().out
+        assert "pan: the image turned the other way: set sign[0] to -1" in out, out
+        assert "tilt: the image turned" not in out
+    finally:
+        rig.close()

@@ -60,7 +60,8 @@ class _Axis:
 
 class FakeViscaCamera:
     """A VISCA head in memory. Positions in counts; ``true_units_per_deg`` is what the fake really turns per
-    degree (calibration tests give it a value the profile does not know). Limits in counts; a target beyond
+    degree (calibration tests give it a value the profile does not know; negative: that axis turns the other
+    way). Limits in counts; a target beyond
     them is refused with a syntax error, or with ``clamp_beyond_limits`` silently clamped (as some heads do)."""
 
     def __init__(self, true_units_per_deg=(14.4, 14.4), pan_limits=(-2448, 2448), tilt_limits=(-432, 1296),
@@ -68,8 +69,8 @@ class FakeViscaCamera:
         self.clamp_beyond_limits = clamp_beyond_limits
         self.true_units_per_deg = tuple(float(u) for u in true_units_per_deg)
         self.pan_limits, self.tilt_limits = tuple(pan_limits), tuple(tilt_limits)
-        self.full_speed = (full_speed_deg_s[0] * self.true_units_per_deg[0],
-                           full_speed_deg_s[1] * self.true_units_per_deg[1])  # counts/s at the top speed code
+        self.full_speed = (full_speed_deg_s[0] * abs(self.true_units_per_deg[0]),
+                           full_speed_deg_s[1] * abs(self.true_units_per_deg[1]))  # counts/s at the top speed code
         self.reply_address = 0x80 | ((address + 8) << 4)
         self.faults = Faults()
         self.commands: list[bytes] = []  # every VISCA message received, in order
