@@ -70,6 +70,8 @@ def test_errors_are_one_line(tmp_path, rig, capsys):
     params, _ = _params(tmp_path, rig)
     assert main(["ptz", "--params", str(params), "-p", "driver=sim", "status"]) == 2
     assert "set driver to one of visca, onvif" in capsys.readouterr().err
+    assert main(["ptz", "--params", str(params), "-p", "video_source=", "status"]) == 2
+    assert "set 'video_source' to its stream" in capsys.readouterr().err
     rig.camera.faults.silent = True
     assert main(["ptz", "--params", str(params), "-p", "timeout_s=0.2", "status"]) == 2
     err = capsys.readouterr().err.strip()

@@ -34,6 +34,7 @@ def _open(args):
     from .head import PtzError
     from .profile import connection_from_params, load_profile
     from .ptz_camera import DRIVERS, open_ptz_camera
+    from .video import VideoError
 
     params = _params(args)
     driver = params.get("driver", "sim")
@@ -51,7 +52,7 @@ def _open(args):
             print(f"  [{kind}] {text}")
     try:
         return open_ptz_camera(driver, conn, profile, camera, on_event=say), conn
-    except PtzError as exc:
+    except (PtzError, VideoError) as exc:
         raise ConfigError(str(exc)) from None
 
 

@@ -158,6 +158,9 @@ def open_ptz_camera(driver: str, conn: PtzConnection, profile: PtzProfile, camer
     """A PtzCamera for the graph's camera settings; ``connect_now=False`` leaves the first connection (and its
     errors) to the first call."""
     check_lens(profile, camera)
+    if not conn.video_source.strip():
+        raise ConfigError(f"the {driver} driver needs the camera's video: set 'video_source' to its stream "
+                          f"(rtsp://…, http://…), a device number or a file")
     events = on_event or (lambda kind, text: None)
     frames = FrameGrabber(conn.video_source, on_event=events)
     cam = PtzCamera(lambda: connect_head(driver, conn, profile, on_stray=events), frames, profile,
