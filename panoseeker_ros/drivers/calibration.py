@@ -109,13 +109,14 @@ class AxisCalibration:
 
 
 def calibrate_head(camera, step_deg: tuple[float, float] | None = None) -> tuple[AxisCalibration, AxisCalibration]:
-    """Turn a :class:`~panoseeker_ros.drivers.ptz_camera.PtzCamera` by ``step_deg`` (pan, tilt; default a third
-    of the profile's FoV) from straight ahead, measure each turn from the frames, return to straight ahead."""
+    """Turn a :class:`~panoseeker_ros.drivers.ptz_camera.PtzCamera` from straight ahead by ``step_deg`` [deg]
+    (pan right, then tilt down; default a third of the profile's FoV), measure each turn from the frames,
+    return to straight ahead."""
     p = camera.profile
     step = step_deg or (p.fov_deg[0] / 3, p.fov_deg[1] / 3)
     out = []
     try:
-        for axis, (dt, dp) in (("pan", (step[0], 0.0)), ("tilt", (0.0, step[1]))):
+        for axis, (dt, dp) in (("pan", (step[0], 0.0)), ("tilt", (0.0, -step[1]))):  # down: rooms have more texture there
             a = camera.look(0.0, 0.0)
             start = camera.pose()
             b = camera.look(dt, dp)
