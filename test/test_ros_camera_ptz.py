@@ -127,10 +127,16 @@ def test_a_silent_camera_is_an_error_with_one_line_retried_with_back_off_and_rec
     w.spin_until(lambda: rig.camera.control_requests - attempts_before >= 3, 20, "three reconnect attempts")
     assert _log_count(log, r"camera fault:") == 1  # one line per outage, not one per retry
     assert not any(s > t for s, _ in w.poses)  # nothing published while the camera is away
+    w.pub_move.publish(JointState(name=["pan"], position=[math.radians(10.0)]))  # while away: dropped
+    w.spin_until(lambda: _log_count(log, r"a request is dropped without a view") >= 1, 10, "the dropped-request log")
     rig.camera.faults.silent = False
     w.spin_until(lambda: w.state() == "ready", 10, "camera/status ready again")
-    pose = w.pose_after(t, 15.0)
-    assert pose.theta == pytest.approx(45.0, abs=0.1)  # the request that waited was executed
+    assert "answers again" in w.statuses[-1]["message"]
+    assert not any(s > t for s, _ in w.poses)  # neither request got a view: the client asks again on ready
+    t = w.now_ns()
+    w.pub_look.publish(JointState(name=["pan", "tilt"], position=[math.radians(-45.0), 0.0]))
+    assert w.pose_after(t, 15.0).theta == pytest.approx(45.0, abs=0.1)
+    assert _log_count(log, r"a request is dropped without a view") == 1
     w.spin_until(lambda: _log_count(log, r"camera answers again") >= 1, 5, "the recovery log line")
     assert g.exited() == {}
 

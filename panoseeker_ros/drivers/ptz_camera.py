@@ -4,6 +4,7 @@ frames, a :class:`~panoseeker_ros.drivers.profile.PtzProfile` says how far it ma
 arrived. The pose it reports is the head's read-back, never the command."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -84,9 +85,12 @@ class PtzCamera:
         return self._head
 
     def reconnect(self) -> Pose:
-        """Reopen the head and read its pose; raises PtzError while the camera is still away."""
+        """Reopen the head, read its pose and wait for a frame newer than now; raises PtzError or VideoError
+        while the camera or its video is still away."""
         self.drop_head()
-        return self.read_pose()
+        pose = self.read_pose()
+        self.frames.frame_after(time.monotonic(), self.frame_timeout_s)
+        return pose
 
     def drop_head(self) -> None:
         if self._head is not None:
@@ -128,8 +132,6 @@ class PtzCamera:
 
     def snapshot(self) -> np.ndarray:
         """A frame received now or later, at the current pose, at the graph's view size."""
-        import time
-
         return self.fit(self.frames.frame_after(time.monotonic(), self.frame_timeout_s).rgb)
 
     def fit(self, rgb: np.ndarray) -> np.ndarray:

@@ -27,10 +27,11 @@ Parameters
     camera.* (read-only): field of view, size and tilt limits, shared with the other nodes
 Every move and look is answered by exactly one view, in the order they arrive. They are clamped to the
 tilt limits (pan turns freely; a real head also to its profile's pan limits); malformed ones (NaN, beyond
-±2π) are dropped with one log line. The published pose is the head's read-back. A camera that does not
-answer sets camera/status to error with one log line; the node retries with back-off (retry_s doubling
-to retry_max_s), then executes the request that waited (moves arriving meanwhile add up into it) and
-says ready.
+±2π) are dropped with one log line. The published pose is the head's read-back. A camera (or video)
+that does not answer sets camera/status to error with one log line and leaves that request without a
+view; the node retries with back-off (retry_s doubling to retry_max_s) and says ready when the head
+and its video answer again. Requests that arrive meanwhile get no view either (one log line per
+outage): the client sends its request again on ready, as the policy node does.
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ class CameraNode(Node):
         self.pub_status = self.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)
         self.state = ""
         self.report_moves = self.driver != "sim"  # a real head's moves take time; a simulated look does not
-        self.pending: Pose | None = None  # the request a fault left undone; the retry executes it
+        self.dropped = 0  # requests refused during the current outage
         self.retry_s = self.conn.retry_s
         self.retry_timer = None
         self.camera, self.start_pose = make_camera(self, self.config, self.driver, dataset, episode_id, panorama,
@@ -146,16 +147,19 @@ class CameraNode(Node):
 
     def look(self, pose: Pose) -> Pose | None:
         """Point the camera (the driver clamps), publish view + info + pose with one stamp; the pose reached,
-        or None when the camera failed (then the request waits for the retry)."""
-        if self.retry_timer is not None:  # the camera is away: the newest request waits for it
-            self.pending = pose
+        or None when the camera failed or is away (then the request gets no view)."""
+        if self.retry_timer is not None:  # the camera is away: the client asks again on ready
+            if self.dropped == 0:
+                self.get_logger().warning("the camera is in the error state: a request is dropped without a view; "
+                                          "send it again once camera/status says ready (logged once per outage)")
+            self.dropped += 1
             return None
         if self.report_moves:
             self.publish_status("moving", f"to θ={pose.theta:.1f}° ϕ={pose.phi:.1f}°")
         try:
             view = self.camera.look(pose.theta, pose.phi)
         except CAMERA_FAULTS as exc:
-            self._fault(pose, exc)
+            self._fault(exc)
             return None
         reached = self.camera.pose()
         h = header(self.get_clock().now().to_msg(), self.frame_id)
@@ -166,9 +170,8 @@ class CameraNode(Node):
             self.publish_status("ready", f"{self.driver} camera at θ={reached.theta:.1f}° ϕ={reached.phi:.1f}°")
         return reached
 
-    def _fault(self, pose: Pose, exc: Exception) -> None:
+    def _fault(self, exc: Exception) -> None:
         """Error state, one log line per outage, a retry after the back-off (doubling up to retry_max_s)."""
-        self.pending = pose
         first = self.state != "error"
         text = str(exc).splitlines()[0]
         self.publish_status("error", text)
@@ -178,20 +181,18 @@ class CameraNode(Node):
         self.retry_s = min(self.retry_s * 2, self.conn.retry_max_s)
 
     def _retry(self) -> None:
+        """Reopen the head and wait for a fresh frame; ready when both answer, else the next back-off."""
         self.destroy_timer(self.retry_timer)
         self.retry_timer = None
         try:
-            reconnect = getattr(self.camera, "reconnect", None)
-            if reconnect is not None:
-                reconnect()
+            p = getattr(self.camera, "reconnect", self.camera.pose)()  # the sim camera never goes away
         except CAMERA_FAULTS as exc:
-            self._fault(self.pending, exc)
+            self._fault(exc)
             return
-        pose, self.pending = self.pending, None
-        reached = self.look(pose)
-        if reached is not None:
-            self.retry_s = self.conn.retry_s
-            self.get_logger().info(f"camera answers again; at θ={reached.theta:.1f}° ϕ={reached.phi:.1f}°")
+        self.retry_s, self.dropped = self.conn.retry_s, 0
+        text = f"{self.driver} camera answers again at θ={p.theta:.1f}° ϕ={p.phi:.1f}°"
+        self.publish_status("ready", text)
+        self.get_logger().info(text)
 
     def _on_driver_event(self, kind: str, text: str) -> None:
         """Driver threads report here: settle timeouts, video lost / back, and stray replies (one line per kind)."""
@@ -214,7 +215,7 @@ class CameraNode(Node):
         except MessageError as exc:
             self.warn_once(("move", str(exc)), f"dropped a message on {api.MOVE}: {exc}")
             return
-        current = self.pending or self.camera.pose()
+        current = self.camera.pose()
         reached = self.look(current.moved(dtheta, dphi))
         wanted_phi = current.phi + dphi
         if reached is not None and abs(reached.phi - wanted_phi) > 1e-6:
@@ -234,8 +235,8 @@ class CameraNode(Node):
         p = self.look(self.start_pose)
         response.success = p is not None
         response.message = (f"camera at the start pose θ={p.theta:.1f}° ϕ={p.phi:.1f}°" if p is not None else
-                            "the camera is in the error state (see camera/status); it goes to the start pose "
-                            "when it answers again")
+                            "the camera is in the error state (see camera/status); call camera/reset again once "
+                            "it says ready")
         return response
 
 
