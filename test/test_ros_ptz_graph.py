@@ -3,7 +3,7 @@ camera_node talks VISCA (or ONVIF) to the fake camera, whose video is the bedroo
 fake's current pose; the expert and the oracle segmenter read the sample's ground truth."""
 from __future__ import annotations
 
-import os
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -20,9 +20,10 @@ from panoseeker_ros.drivers.fakes import FakePtzRig  # noqa: E402
 from panoseeker_ros.nodes import interface as api  # noqa: E402
 from panoseeker_ros.nodes.launcher import Graph  # noqa: E402
 from panoseeker_ros.paths import sample_dataset  # noqa: E402
-from test_ros_graph import NS, Client, _env, _free_domain  # noqa: E402
+from test_ros_graph import NS, Client, _env, _free_domain, _log_count  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+EPISODE, INSTRUCTION = "bedroom-001", "the wardrobe"
 FOV, SIZE = (120.0, 90.0), (1024, 768)  # the graph's defaults: the fake's lens is the simulator's
 FAKES = {  # a head that reaches everywhere, fast, so the search takes seconds
     "visca": {"true_units_per_deg": (14.4, 14.4), "pan_limits": (-2592, 2592), "tilt_limits": (-1296, 1296),
@@ -40,27 +41,25 @@ def _profile(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("driver", ["visca", "onvif"])
-def test_the_expert_finds_the_wardrobe_through_a_ptz_driver(driver, bedroom_erp, tmp_path):
-    if driver == "onvif":
-        pytest.importorskip("onvif")
-    spec = load_dataset(sample_dataset()).by_id("bedroom-001")
-    assert spec.instruction == "the wardrobe"
-    rig = FakePtzRig.start(bedroom_erp, FOV, SIZE, fps=10.0, driver=driver, **FAKES[driver])
+@contextlib.contextmanager
+def ptz_graph(driver: str, erp, tmp_path: Path, policy: dict | None = None):
+    """The graph on the bedroom sample with camera_node on the fake ``driver`` camera; yields (graph, client,
+    rig, log, dead) once camera/status says ready. ``dead()`` names node processes that exited."""
+    rig = FakePtzRig.start(erp, FOV, SIZE, fps=10.0, driver=driver, **FAKES[driver])
     domain = _free_domain()
     log = tmp_path / "nodes.log"
-    camera = {**rig.params("udp"), "profile": str(_profile(tmp_path / "head.yaml")), "timeout_s": 1.0}
+    camera = {**rig.params("udp"), "profile": str(_profile(tmp_path / "head.yaml")), "timeout_s": 1.0,
+              "retry_s": 0.2, "retry_max_s": 0.8}
     client = None
     try:
         with open(log, "w") as out, Graph(ROOT / "config" / "seek.yaml", NS,
-                                          shared={"dataset": str(sample_dataset()), "episode_id": spec.id},
-                                          per_node={"camera_node": camera}, env=_env(domain), stdout=out,
-                                          stderr=subprocess.STDOUT) as g:
+                                          shared={"dataset": str(sample_dataset()), "episode_id": EPISODE},
+                                          per_node={"camera_node": camera, "policy_node": policy or {}},
+                                          env=_env(domain), stdout=out, stderr=subprocess.STDOUT) as g:
             client = Client(domain)
-            op = client.op
             camera_states = []
-            client.node.create_subscription(String, api.CAMERA_STATUS, lambda m: camera_states.append(api.loads(m.data)),
-                                     api.LATCHED_QOS)
+            client.node.create_subscription(String, api.CAMERA_STATUS,
+                                            lambda m: camera_states.append(api.loads(m.data)), api.LATCHED_QOS)
 
             def dead():
                 gone = g.exited()
@@ -69,21 +68,65 @@ def test_the_expert_finds_the_wardrobe_through_a_ptz_driver(driver, bedroom_erp,
             client.spin_until(lambda: dead() or (camera_states and camera_states[-1]["state"] == "ready"), 60,
                               f"camera/status ready\n{log.read_text()}")
             assert dead() is None, log.read_text()
-            outcome = op.seek(spec.instruction, timeout=120, on_line=lambda line: None, ready_timeout=60, abort=dead)
-            assert outcome.state == "success", f"{outcome.message}\n{log.read_text()}"
-            res = outcome.result
-            final = pan_tilt_to_pose(res["pan"], res["tilt"])
-            assert pose_distance(final, spec.target_centroid) < 30.0 and res["iou"] >= 0.5 and res["aligned"]
-            steps = outcome.feedback
-            assert len(steps) >= 2 and steps[-1]["action"].startswith("STOP [")
-            start = pan_tilt_to_pose(steps[0]["pan"], steps[0]["tilt"])
-            assert pose_distance(start, spec.initial_pose) < 0.3  # the read-back of the start pose
-            theta, phi = rig.camera.pose_deg()  # the hardware is where the result says
-            assert abs(((theta - final.theta + 180) % 360) - 180) < 0.3 and abs(phi - final.phi) < 0.3
+            yield g, client, rig, log, dead
             assert g.exited() == {}, log.read_text()
     finally:
         if client is not None:
             client.close()
         rig.close()
     if driver == "visca":
-        assert rig.camera.refused == []
+        assert rig.camera.refused == []  # never commanded beyond the limits
+
+
+def _check_found(outcome, rig, log: Path) -> None:
+    spec = load_dataset(sample_dataset()).by_id(EPISODE)
+    assert outcome.state == "success", f"{outcome.message}\n{log.read_text()}"
+    res = outcome.result
+    final = pan_tilt_to_pose(res["pan"], res["tilt"])
+    assert pose_distance(final, spec.target_centroid) < 30.0 and res["iou"] >= 0.5 and res["aligned"]
+    steps = outcome.feedback
+    assert len(steps) >= 2 and steps[-1]["action"].startswith("STOP [")
+    start = pan_tilt_to_pose(steps[0]["pan"], steps[0]["tilt"])
+    assert pose_distance(start, spec.initial_pose) < 0.3  # the read-back of the start pose
+    theta, phi = rig.camera.pose_deg()  # the hardware is where the result says
+    assert abs(((theta - final.theta + 180) % 360) - 180) < 0.3 and abs(phi - final.phi) < 0.3
+
+
+@pytest.mark.parametrize("driver", ["visca", "onvif"])
+def test_the_expert_finds_the_wardrobe_through_a_ptz_driver(driver, bedroom_erp, tmp_path):
+    if driver == "onvif":
+        pytest.importorskip("onvif")
+    with ptz_graph(driver, bedroom_erp, tmp_path) as (g, client, rig, log, dead):
+        outcome = client.op.seek(INSTRUCTION, timeout=120, on_line=lambda line: None, ready_timeout=60, abort=dead)
+        _check_found(outcome, rig, log)
+
+
+def test_a_camera_that_goes_silent_mid_search_pauses_it_and_the_search_resumes(bedroom_erp, tmp_path):
+    with ptz_graph("visca", bedroom_erp, tmp_path, policy={"min_step_period_s": 1.0}) as (g, client, rig, log, dead):
+        fake = rig.camera
+        phase = {"silent_at": None, "restored": False}
+
+        def fault_script():
+            """Polled by seek: silence the head after the first decision, give it back once the search paused
+            and camera_node tried to reconnect twice."""
+            events = client.op.events
+            if phase["silent_at"] is None and any(kind == "feedback" for kind, _, _ in events):
+                fake.faults.silent = True
+                phase["silent_at"] = fake.control_requests
+            elif phase["silent_at"] is not None and not phase["restored"] and fake.control_requests - phase[
+                    "silent_at"] >= 2 and any(p.get("state") == "paused" for kind, _, p in events if kind == "status"):
+                fake.faults.silent = False
+                phase["restored"] = True
+            return dead()
+        outcome = client.op.seek(INSTRUCTION, timeout=120, on_line=lambda line: None, ready_timeout=60,
+                                 abort=fault_script)
+        assert phase["restored"], f"the fault never happened: {phase}\n{log.read_text()}"
+        _check_found(outcome, rig, log)
+        first, second = outcome.feedback[0], outcome.feedback[1]  # MOVE +180 -30, then a decision where it led
+        assert first["action"] == "MOVE +180 -30", first
+        moved = pan_tilt_to_pose(second["pan"], second["tilt"])
+        assert abs(moved.theta - 120.0) < 0.3 and abs(moved.phi + 30.0) < 0.3  # not a view from before the fault
+        states = [p.get("state") for kind, _, p in client.op.events if kind == "status" and p.get("id")]
+        assert "paused" in states and "resumed" in states[states.index("paused"):], states
+        assert _log_count(log, r"camera_node\]: camera fault:") == 1
+        assert _log_count(log, r"camera_node\]: visca camera answers again") == 1
