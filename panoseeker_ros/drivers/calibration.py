@@ -116,7 +116,8 @@ def calibrate_head(camera, step_deg: tuple[float, float] | None = None) -> tuple
     step = step_deg or (p.fov_deg[0] / 3, p.fov_deg[1] / 3)
     out = []
     try:
-        for axis, (dt, dp) in (("pan", (step[0], 0.0)), ("tilt", (0.0, -step[1]))):  # down: rooms have more texture there
+        # tilt down: rooms have more texture below the horizon than above
+        for axis, (dt, dp) in (("pan", (step[0], 0.0)), ("tilt", (0.0, -step[1]))):
             a = camera.look(0.0, 0.0)
             start = camera.pose()
             b = camera.look(dt, dp)

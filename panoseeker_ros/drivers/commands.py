@@ -75,8 +75,10 @@ def cmd_ptz(args) -> int:
                   f"{p.pan_limits_deg[0]:g}..{p.pan_limits_deg[1]:g}°, tilt {cam.tilt_limits[0]:g}.."
                   f"{cam.tilt_limits[1]:g}°, FoV {p.fov_deg[0]:g}°×{p.fov_deg[1]:g}°")
             frame = cam.frames.frame_after(0.0, cam.frame_timeout_s)
-            print(f"video {conn.video_source}: {frame.rgb.shape[1]}x{frame.rgb.shape[0]}"
-                  f"{'' if (frame.rgb.shape[1], frame.rgb.shape[0]) == p.image_size else f' (profile says {p.image_size[0]}x{p.image_size[1]}: frames are resized)'}")
+            size = (frame.rgb.shape[1], frame.rgb.shape[0])
+            note = ("" if size == p.image_size else
+                    f" (profile says {p.image_size[0]}x{p.image_size[1]}: frames are resized)")
+            print(f"video {conn.video_source}: {size[0]}x{size[1]}{note}")
         elif args.action == "look":
             cam.look(args.pan, args.tilt)
             r = cam.last

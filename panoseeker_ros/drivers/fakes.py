@@ -160,7 +160,8 @@ class FakeViscaCamera:
 
             def send(message: bytes, reply_type=v.IP_REPLY, seq=seq, peer=peer) -> None:
                 with self._lock:
-                    wrong, self.faults.wrong_sequence = self.faults.wrong_sequence > 0, max(0, self.faults.wrong_sequence - 1)
+                    wrong = self.faults.wrong_sequence > 0
+                    self.faults.wrong_sequence = max(0, self.faults.wrong_sequence - 1)
                 if wrong:
                     sock.sendto(v.ip_pack(reply_type, message, seq + 1000), peer)
                 sock.sendto(v.ip_pack(reply_type, message, seq), peer)
@@ -454,7 +455,8 @@ class FakeOnvifPtz(_LocalHttpServer):
 
 def _soap(body: str) -> str:
     ns = " ".join(f'xmlns:{k}="{v}"' for k, v in ONVIF_NS.items())
-    return f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{SOAP_ENV}" {ns}><s:Body>{body}</s:Body></s:Envelope>'
+    return (f'<?xml version="1.0" encoding="UTF-8"?><s:Envelope xmlns:s="{SOAP_ENV}" {ns}>'
+            f"<s:Body>{body}</s:Body></s:Envelope>")
 
 
 def _soap_fault(subcode: str, text: str) -> str:

@@ -108,7 +108,8 @@ class OnvifHead:
     def move_to(self, theta: float, phi: float) -> None:
         x, y = self.to_space(theta, phi)
         request = {"ProfileToken": self.token, "Position": {"PanTilt": {"x": x, "y": y, "space": self.space}}}
-        self._run(self._ptz.AbsoluteMove(request), f"AbsoluteMove to θ={theta:.1f}° ϕ={phi:.1f}° (x={x:.4f} y={y:.4f})")
+        self._run(self._ptz.AbsoluteMove(request),
+                  f"AbsoluteMove to θ={theta:.1f}° ϕ={phi:.1f}° (x={x:.4f} y={y:.4f})")
 
     def position(self) -> tuple[float, float]:
         status = self._run(self._ptz.GetStatus({"ProfileToken": self.token}), "GetStatus")
@@ -116,7 +117,8 @@ class OnvifHead:
         move = getattr(getattr(status, "MoveStatus", None), "PanTilt", None)
         self.moving = {"MOVING": True, "IDLE": False}.get(str(move).upper()) if move is not None else None
         if pan_tilt is None:
-            raise PtzError(f"{self.name}: GetStatus has no pan-tilt position; this camera does not report where it points")
+            raise PtzError(f"{self.name}: GetStatus has no pan-tilt position; this camera does not report where "
+                           f"it points")
         return self.to_degrees(float(pan_tilt.x), float(pan_tilt.y))
 
     def home(self) -> None:

@@ -123,9 +123,10 @@ class PtzCamera:
                                                p.settle_timeout_s, p.poll_period_s))
         self._pose = Pose(wrap_deg(s.theta), s.phi)
         if not s.settled:
-            self.on_event("settle", f"the head did not settle at θ={target.theta:.1f}° ϕ={target.phi:.1f}° within "
-                                    f"{p.settle_timeout_s:g} s (at θ={s.theta:.1f}° ϕ={s.phi:.1f}°); the view is taken "
-                                    f"there. Raise settle_timeout_s or settle_tolerance_deg in profile '{p.name}'")
+            self.on_event("settle", f"the head did not settle at θ={target.theta:.1f}° ϕ={target.phi:.1f}° "
+                                    f"within {p.settle_timeout_s:g} s (at θ={s.theta:.1f}° ϕ={s.phi:.1f}°); the "
+                                    f"view is taken there. Raise settle_timeout_s or settle_tolerance_deg in "
+                                    f"profile '{p.name}'")
         frame = self.frames.frame_after(s.at + p.frame_delay_s, p.frame_delay_s + self.frame_timeout_s)
         self.last = LookReport(target, self._pose, s.settled, s.elapsed_s, frame.received - s.at)
         return self.fit(frame.rgb)

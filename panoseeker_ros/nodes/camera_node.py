@@ -176,7 +176,8 @@ class CameraNode(Node):
         text = str(exc).splitlines()[0]
         self.publish_status("error", text)
         if first:
-            self.get_logger().error(f"camera fault: {text}; retrying every {self.retry_s:g}…{self.conn.retry_max_s:g} s")
+            self.get_logger().error(f"camera fault: {text}; retrying every {self.retry_s:g}…"
+                                    f"{self.conn.retry_max_s:g} s")
         self.retry_timer = self.create_timer(self.retry_s, self._retry)
         self.retry_s = min(self.retry_s * 2, self.conn.retry_max_s)
 
@@ -220,8 +221,8 @@ class CameraNode(Node):
         wanted_phi = current.phi + dphi
         if reached is not None and abs(reached.phi - wanted_phi) > 1e-6:
             lo, hi = self.camera.tilt_limits
-            self.get_logger().info(f"move Δϕ={dphi:+.1f}° from ϕ={current.phi:.1f}° clamped to ϕ={reached.phi:.1f}° "
-                                   f"(tilt limits {lo:g}..{hi:g}°)")
+            self.get_logger().info(f"move Δϕ={dphi:+.1f}° from ϕ={current.phi:.1f}° clamped to "
+                                   f"ϕ={reached.phi:.1f}° (tilt limits {lo:g}..{hi:g}°)")
 
     def _on_look(self, msg: JointState) -> None:
         try:

@@ -46,7 +46,8 @@ def cmd_launch(args) -> int:
         if args.demo:
             raise ConfigError(f"--demo searches a simulated episode, but {params} has a real camera driver and no "
                               f"dataset; pass --dataset sim/bedroom/dataset.json or use a params file with driver: sim")
-        return run_graph(Graph(params, args.namespace, shared, per_node, log_level=args.log_level), respawn=args.respawn)
+        graph = Graph(params, args.namespace, shared, per_node, log_level=args.log_level)
+        return run_graph(graph, respawn=args.respawn)
     ds = load_dataset(dataset)  # one clear line for a bad dataset or episode, before the nodes say it
     spec = ds.by_id(args.episode) if args.episode else ds.episodes[0]
     graph = Graph(params, args.namespace, shared, per_node, log_level=args.log_level or ("warn" if args.demo else None))
