@@ -123,8 +123,12 @@ def test_a_silent_camera_is_an_error_with_one_line_retried_with_back_off_and_rec
     w.pub_look.publish(JointState(name=["pan", "tilt"], position=[math.radians(-45.0), 0.0]))
     w.spin_until(lambda: w.state() == "error", 10, "camera/status error")
     assert "no answer" in w.statuses[-1]["message"] and "\n" not in w.statuses[-1]["message"]
-    # retries at 0.2, 0.4, 0.8, 0.8 ... s: wait for a few of them, each a sequence reset the camera ignores
-    w.spin_until(lambda: rig.camera.control_requests - attempts_before >= 3, 20, "three reconnect attempts")
+    # each reconnect attempt is a sequence reset the camera ignores (1 s timeout), then the back-off
+    # (0.2 s doubling to 0.8 s) before the next one
+    w.spin_until(lambda: rig.camera.control_requests - attempts_before >= 4, 30, "four reconnect attempts")
+    times = rig.camera.control_times[attempts_before:]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[0] >= 1.0 + 0.4 - 0.05 and gaps[1] >= 1.0 + 0.8 - 0.05 and gaps[2] >= 1.0 + 0.8 - 0.05, gaps
     assert _log_count(log, r"camera fault:") == 1  # one line per outage, not one per retry
     assert not any(s > t for s, _ in w.poses)  # nothing published while the camera is away
     w.pub_move.publish(JointState(name=["pan"], position=[math.radians(10.0)]))  # while away: dropped

@@ -77,6 +77,7 @@ class FakeViscaCamera:
         self.refused: list[tuple[int, int]] = []  # absolute targets beyond the limits
         self.sequence_resets = 0  # answered sequence resets
         self.control_requests = 0  # control datagrams received, answered or not
+        self.control_times: list[float] = []  # their time.monotonic()
         self._axes = (_Axis(), _Axis())
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -167,6 +168,7 @@ class FakeViscaCamera:
                 sock.sendto(v.ip_pack(reply_type, message, seq), peer)
             if ptype == v.IP_CONTROL:
                 self.control_requests += 1
+                self.control_times.append(time.monotonic())
                 if self._swallow():
                     continue
                 if payload == v.CONTROL_RESET:
