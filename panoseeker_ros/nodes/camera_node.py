@@ -25,9 +25,9 @@ Parameters
     video_source, timeout_s, retry_s, retry_max_s (read-only): visca / onvif, see drivers/profile.py
     frame_id (string, applied at run time): header frame of every output
     camera.* (read-only): field of view, size and tilt limits, shared with the other nodes
-Every move and look is answered by exactly one view, in the order they arrive. They are clamped to the
-tilt limits (pan turns freely; a real head also to its profile's pan limits); malformed ones (NaN, beyond
-±2π) are dropped with one log line. The published pose is the head's read-back. A camera (or video)
+Every move and look is answered by exactly one view, in the order they arrive (but see the error state
+below). They are clamped to the tilt limits (pan turns freely; a real head also to its profile's pan
+limits); malformed ones (NaN, beyond ±2π) are dropped with one log line. The published pose is the head's read-back. A camera (or video)
 that does not answer sets camera/status to error with one log line and leaves that request without a
 view; the node retries with back-off (retry_s doubling to retry_max_s) and says ready when the head
 and its video answer again. Requests that arrive meanwhile get no view either (one log line per
