@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -335,8 +336,11 @@ def test_a_flood_of_instructions_gets_a_status_each_and_only_the_last_finishes(g
             c.send("   " if i == 7 else "the green face", rid)  # one empty instruction among them
             c.op.spin_for(0.02)
         assert time.monotonic() - start < 2.5
-        c.spin_until(lambda: [r for _, r in c.op.results if r.get("id") == ids[-1]], 60, "the last search's result")
-        c.op.spin_for(1.0)
+        c.spin_until(lambda: "done" in c.statuses_of(ids[-1]), 60, "the last search's end")
+        c.spin_until(lambda: [r for _, r in c.op.results if r.get("id") == ids[-1]], 10, "the last search's result")
+        c.spin_until(lambda: all(len(c.statuses_of(rid)) >= 2 for i, rid in enumerate(ids[:-1]) if i != 7), 10,
+                     "every superseded search's ending")
+        c.op.spin_for(0.5)
         states = {rid: c.statuses_of(rid) for rid in ids}
         assert states[ids[7]] == ["rejected"]
         for rid in ids[:-1]:
@@ -445,17 +449,25 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
     g, c, _ = graph
     bag = tmp_path / "bag"
     env = dict(os.environ, ROS_DOMAIN_ID=str(c.context.get_domain_id()))
+    before = {t: c.node.count_subscribers(f"{NS}/{t}") for t in api.TRAINING_TOPICS}
     rec = subprocess.Popen([sys.executable, "-m", "panoseeker_ros.nodes.commands", "record", "--out", str(bag),
                             "--namespace", NS], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(rec.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
-        c.spin_until(lambda: c.node.count_subscribers(f"{NS}/{api.FEEDBACK}") >= 2 and
-                     c.node.count_subscribers(f"{NS}/{api.CANVAS}") >= 2, 20, "the recorder's subscriptions")
-        c.op.spin_for(1.0)
+        # every training topic has one more subscriber: the recorder's (else a message could pass it by)
+        c.spin_until(lambda: all(c.node.count_subscribers(f"{NS}/{t}") > before[t] for t in api.TRAINING_TOPICS), 20,
+                     "the recorder's subscriptions")
+        c.spin_until(lambda: any(line.startswith("recording") for line in lines), 20, "the recorder to start")
         outcome = c.op.seek("the green face", timeout=60)
         assert outcome.state == "success"
-        c.op.spin_for(0.5)
+        wanted = [f"first message on {NS}/{name}" for name in (api.RESULT, api.RESULT_MASK, api.MASK, api.FEEDBACK)]
+        c.spin_until(lambda: all(any(w in line for line in lines) for w in wanted), 20, "the recorder to see the result")
         rec.send_signal(signal.SIGTERM)
-        out, _ = rec.communicate(timeout=20)
+        rec.wait(timeout=20)
+        reader.join(timeout=10)
+        out = "".join(lines)
     finally:
         if rec.poll() is None:
             rec.kill()

@@ -409,7 +409,11 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             was, search.paused = search.paused, state == "error"
             resume = was and not search.paused
             if resume and isinstance(search.request, (Capture, Move, Look)) and search.answer is None:
-                search.sent_ns = 0  # send the request again: the camera may have lost it
+                # send the request again: the camera may have lost it. A look or a reset is absolute and
+                # safe to repeat; a relative move may have been made already, so it becomes a re-capture
+                # (the episode goes on from wherever the head reports it is)
+                search.sent_ns = 0
+                search.retried = search.retried or isinstance(search.request, Move)
         if search.paused and not was:
             self._status("paused", f"camera error, search paused: {message}", search)
         elif resume:

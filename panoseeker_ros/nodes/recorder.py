@@ -41,7 +41,7 @@ def _fully_qualified(namespace: str, topic: str) -> str:
 class BagRecorder:
     """Subscribes to ``topics`` (relative names of :data:`interface.TOPICS`) and writes them to ``out``."""
 
-    def __init__(self, node: Node, out: Path, topics, storage: str = "mcap"):
+    def __init__(self, node: Node, out: Path, topics, storage: str = "mcap", on_line=print):
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
@@ -55,6 +55,7 @@ class BagRecorder:
         if out.exists():
             raise RecordError(f"{out} exists already; rosbag2 writes a new directory, choose another --out")
         self.node = node
+        self.on_line = on_line
         self.typestore = get_typestore(Stores.ROS2_KILTED)
         self.writer = Writer(out, version=Writer.VERSION_LATEST, storage_plugin=plugins[storage])
         self.writer.open()
@@ -72,6 +73,8 @@ class BagRecorder:
         def write(data: bytes) -> None:
             self.writer.write(conn, self.node.get_clock().now().nanoseconds, data)
             self.counts[name] += 1
+            if self.counts[name] == 1:
+                self.on_line(f"first message on {name}")
         return write
 
     def close(self) -> None:
@@ -86,7 +89,7 @@ def record(out, topics=None, duration: float | None = None, namespace: str = api
     node = recorder = None
     try:
         node = Node(f"recorder_{os.getpid()}", namespace=namespace, context=context)
-        recorder = BagRecorder(node, Path(out), list(topics or api.TRAINING_TOPICS), storage)
+        recorder = BagRecorder(node, Path(out), list(topics or api.TRAINING_TOPICS), storage, on_line)
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         executor.add_node(node)
         on_line(f"recording {len(recorder.counts)} topics of {namespace} into {recorder.path} "
