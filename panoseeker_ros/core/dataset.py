@@ -13,15 +13,24 @@ Format (``dataset.json``; paths are relative to the file)::
           "initial_pose": {"theta": 0.0, "phi": 0.0},          # degrees
           "target": {
             "name": "wardrobe",
-            "centroid": {"theta": 87.5, "phi": 2.0},           # degrees
+            "centroid": {"theta": 87.5, "phi": 2.0},           # degrees; optional (from the mask)
             "mask": {"png": "masks/bedroom-001.png"}           # or {"polygons": [[[u, v], ...], ...]}
           }
         }
       ]
     }
 
-Polygons are in ERP pixels of the scene image; a polygon may run past the right or left edge
-(u < 0 or u ≥ W) to cross the ±180° seam.
+Rules checked when the file is loaded (one line naming the episode and the field on failure):
+
+* ``scene`` exists, decodes and is exactly 2:1 (W = 2H); ``initial_pose`` and ``centroid`` have
+  θ ∈ [-180, 180] (180 is stored as -180) and ϕ ∈ [-90, 90]; the file is UTF-8.
+* Polygons are in ERP pixels of the scene image (u right, v down, the image's top-left corner at
+  (0, 0), so u ∈ [0, W] and v ∈ [0, H]). The seam rule: a polygon that crosses the ±180° seam runs
+  past the right or left edge instead of being split, by at most W/2 (u ∈ [-W/2, 3W/2]), and spans at
+  most W in u; it is rasterised shifted by −W, 0 and +W. Each polygon has >= 3 finite vertices and a
+  non-zero area, and the mask (PNG or polygons) covers at least one pixel; a PNG mask has the scene's size.
+* ``centroid`` (the area-weighted spherical centroid of the mask) may be left out, and is then
+  computed from the mask; when given it must lie within ``CENTROID_TOLERANCE_DEG`` of the mask's.
 """
 from __future__ import annotations
 
@@ -33,11 +42,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .geometry import Pose
+from .geometry import Pose, pose_distance, spherical_centroid
 
 FORMAT = "panoseeker-aprs"
 VERSION = 1
 CATEGORIES = ("EGO", "UNIQ", "ALLO", "MULTIHOP")
+CENTROID_TOLERANCE_DEG = 1.0  # a given target centroid may differ this much from its mask's
 
 
 class DatasetError(ValueError):
@@ -136,7 +146,7 @@ def _need(obj: dict, key: str, kind, where: str):
         raise DatasetError(f"{where}.{key} is missing; add it (see the dataset format in the README)")
     value = obj[key]
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        if not _is_number(value):
             raise DatasetError(f"{where}.{key} must be a number in degrees, got {value!r}")
         return float(value)
     if not isinstance(value, kind):
@@ -144,22 +154,101 @@ def _need(obj: dict, key: str, kind, where: str):
     return value
 
 
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and bool(np.isfinite(value))
+
+
 def _pose(obj, where: str) -> Pose:
     theta, phi = _need(obj, "theta", float, where), _need(obj, "phi", float, where)
-    if not -180.0 <= theta <= 360.0:
-        raise DatasetError(f"{where}.theta = {theta} is out of range; use degrees in [-180, 180)")
+    if not -180.0 <= theta <= 180.0:
+        raise DatasetError(f"{where}.theta = {theta} is out of range; use degrees in [-180, 180] "
+                           f"(180 and -180 are the same heading)")
     if not -90.0 <= phi <= 90.0:
         raise DatasetError(f"{where}.phi = {phi} is out of range; use degrees in [-90, 90]")
     return Pose(theta, phi).normalized()
 
 
-def parse_episode(raw: dict, root: Path, where: str) -> EpisodeSpec:
+class _SceneCheck:
+    """Opens every scene image once per load (episodes share scenes): its (width, height) or a DatasetError."""
+
+    def __init__(self):
+        self.sizes: dict[Path, tuple[int, int]] = {}
+
+    def size(self, scene: Path, where: str) -> tuple[int, int]:
+        if scene not in self.sizes:
+            if not scene.is_file():
+                raise DatasetError(f"{where}.scene: {scene} does not exist; paths are relative to the dataset file")
+            img = cv2.imread(str(scene), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                raise DatasetError(f"{where}.scene: {scene} cannot be decoded; save it as a PNG or JPEG image")
+            h, w = img.shape[:2]
+            if w != 2 * h:
+                raise DatasetError(f"{where}.scene: {scene} is {w}x{h}; an ERP scene must be exactly twice as wide "
+                                   f"as it is high (e.g. 2048x1024)")
+            self.sizes[scene] = (w, h)
+        return self.sizes[scene]
+
+
+def check_polygons(polys, width: int, height: int, where: str) -> list:
+    """Validate ERP polygons of a ``width`` × ``height`` scene (the rules in the module docstring)."""
+    if not isinstance(polys, list) or not polys:
+        raise DatasetError(f"{where} must be a non-empty list of polygons, each a list of >= 3 [u, v] pixel pairs")
+    for k, poly in enumerate(polys):
+        at = f"{where}[{k}]"
+        if not isinstance(poly, list) or len(poly) < 3:
+            raise DatasetError(f"{at} must be a list of >= 3 [u, v] pixel pairs (polygons must be a list of "
+                               f"polygons)")
+        for j, vertex in enumerate(poly):
+            if not (isinstance(vertex, list) and len(vertex) == 2 and all(_is_number(c) for c in vertex)):
+                raise DatasetError(f"{at}[{j}] = {vertex!r} must be a pair of finite numbers [u, v] in ERP pixels")
+        pts = np.asarray(poly, dtype=np.float64)
+        bad = np.flatnonzero((pts[:, 1] < 0) | (pts[:, 1] > height) | (pts[:, 0] < -width / 2)
+                             | (pts[:, 0] > 1.5 * width))
+        if bad.size:
+            j = int(bad[0])
+            raise DatasetError(f"{at}[{j}] = {poly[j]!r} is outside the {width}x{height} scene; use u in [0, {width}] "
+                               f"(past an edge by at most {width // 2} to cross the seam) and v in [0, {height}]")
+        span = float(pts[:, 0].max() - pts[:, 0].min())
+        if span > width:
+            raise DatasetError(f"{at} spans {span:g} px in u, more than the scene's width {width}; a polygon "
+                               f"crossing the seam runs past one edge only")
+        x, y = pts[:, 0], pts[:, 1]
+        if abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2 <= 0.0:
+            raise DatasetError(f"{at} has zero area (its vertices are collinear or repeated); outline the target")
+    return polys
+
+
+def _target_mask(mask: dict, root: Path, width: int, height: int, where: str) -> tuple[dict, np.ndarray]:
+    """The parsed mask field and the mask itself, (height, width) bool."""
+    if "png" in mask:
+        png = root / _need(mask, "png", str, where)
+        if not png.is_file():
+            raise DatasetError(f"{where}.png: {png} does not exist; paths are relative to the dataset file")
+        m = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise DatasetError(f"{where}.png: {png} cannot be decoded; save the mask as a PNG (0 and 255)")
+        if m.shape != (height, width):
+            raise DatasetError(f"{where}.png: {png} is {m.shape[1]}x{m.shape[0]}, the scene is {width}x{height}; "
+                               f"save the mask at the scene's size")
+        parsed, pixels = {"png": png}, m > 127
+    elif "polygons" in mask:
+        parsed = {"polygons": check_polygons(mask["polygons"], width, height, f"{where}.polygons")}
+        pixels = rasterize_polygons(parsed["polygons"], width, height)
+    else:
+        raise DatasetError(f"{where} needs 'png' (a mask image path) or 'polygons' (ERP pixel polygons)")
+    if not pixels.any():
+        raise DatasetError(f"{where} covers no pixel of the scene; outline the target (mask pixels > 127)")
+    return parsed, pixels
+
+
+def parse_episode(raw: dict, root: Path, where: str, scenes: _SceneCheck | None = None) -> EpisodeSpec:
+    """One episode of a dataset file, validated; ``where`` names it in errors (e.g. 'dataset.json: episodes[3]')."""
     if not isinstance(raw, dict):
         raise DatasetError(f"{where} must be an object with id, scene, instruction, category, initial_pose, target")
     ep_id = _need(raw, "id", str, where)
+    where = f"{where} (id {ep_id!r})"
     scene = root / _need(raw, "scene", str, where)
-    if not scene.is_file():
-        raise DatasetError(f"{where}.scene: {scene} does not exist; paths are relative to the dataset file")
+    width, height = (scenes or _SceneCheck()).size(scene, where)
     instruction = _need(raw, "instruction", str, where)
     if not instruction.strip():
         raise DatasetError(f"{where}.instruction is empty; write the referring expression, e.g. 'the red chair'")
@@ -169,32 +258,30 @@ def parse_episode(raw: dict, root: Path, where: str) -> EpisodeSpec:
     initial = _pose(_need(raw, "initial_pose", dict, where), f"{where}.initial_pose")
     target = _need(raw, "target", dict, where)
     name = _need(target, "name", str, f"{where}.target")
-    centroid = _pose(_need(target, "centroid", dict, f"{where}.target"), f"{where}.target.centroid")
-    mask = _need(target, "mask", dict, f"{where}.target")
-    if "png" in mask:
-        png = root / _need(mask, "png", str, f"{where}.target.mask")
-        if not png.is_file():
-            raise DatasetError(f"{where}.target.mask.png: {png} does not exist; paths are relative to the dataset file")
-        mask = {"png": png}
-    elif "polygons" in mask:
-        polys = mask["polygons"]
-        ok = isinstance(polys, list) and polys and all(
-            isinstance(p, list) and len(p) >= 3 and all(isinstance(v, list) and len(v) == 2 and
-                                                          all(isinstance(c, (int, float)) for c in v) for v in p)
-            for p in polys)
-        if not ok:
-            raise DatasetError(f"{where}.target.mask.polygons must be a list of polygons, each a list of >= 3 [u, v] "
-                               f"pixel pairs")
-        mask = {"polygons": polys}
+    mask, pixels = _target_mask(_need(target, "mask", dict, f"{where}.target"), root, width, height,
+                                f"{where}.target.mask")
+    from_mask = spherical_centroid(pixels)
+    if "centroid" in target:
+        centroid = _pose(_need(target, "centroid", dict, f"{where}.target"), f"{where}.target.centroid")
+        off = pose_distance(centroid, from_mask)
+        if off > CENTROID_TOLERANCE_DEG:
+            raise DatasetError(f"{where}.target.centroid (θ={centroid.theta:g}, ϕ={centroid.phi:g}) is {off:.1f}° from "
+                               f"the centroid of its mask (θ={from_mask.theta:.3f}, ϕ={from_mask.phi:.3f}); fix it or "
+                               f"leave it out to use the mask's")
     else:
-        raise DatasetError(f"{where}.target.mask needs 'png' (a mask image path) or 'polygons' (ERP pixel polygons)")
+        centroid = Pose(round(from_mask.theta, 4), round(from_mask.phi, 4))
     known = {"id", "scene", "instruction", "category", "initial_pose", "target"}
     extra = {k: v for k, v in raw.items() if k not in known}
     return EpisodeSpec(ep_id, scene, instruction.strip(), category, initial, name, centroid, mask, extra)
 
 
 def load_dataset(path) -> Dataset:
-    """Read and validate a dataset file (or a directory holding ``dataset.json``)."""
+    """Read and validate a dataset file (or a directory holding ``dataset.json``).
+
+    Every episode is checked before any runs: its scene image is opened (exists, decodes, 2:1), its
+    mask is rasterised and its centroid compared with the mask's. Any problem is one DatasetError line
+    naming the file, the episode and the field.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "dataset.json"
@@ -202,7 +289,9 @@ def load_dataset(path) -> Dataset:
         raise DatasetError(f"dataset {path} does not exist; make one with 'panoseeker make-scenes --out DIR' "
                            f"or pass a dataset.json")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
                            f"fix the syntax there") from None
@@ -213,9 +302,9 @@ def load_dataset(path) -> Dataset:
     raw_eps = doc.get("episodes")
     if not isinstance(raw_eps, list) or not raw_eps:
         raise DatasetError(f"{path}: field 'episodes' must be a non-empty list")
-    episodes, seen = [], set()
+    episodes, seen, scenes = [], set(), _SceneCheck()
     for i, raw in enumerate(raw_eps):
-        ep = parse_episode(raw, path.parent, f"{path.name}: episodes[{i}]")
+        ep = parse_episode(raw, path.parent, f"{path.name}: episodes[{i}]", scenes)
         if ep.id in seen:
             raise DatasetError(f"{path.name}: episodes[{i}].id {ep.id!r} is used twice; ids must be unique")
         seen.add(ep.id)
