@@ -6,7 +6,7 @@ import pytest
 from panoseeker_ros.core import scenes
 from panoseeker_ros.core.dataset import CATEGORIES, load_dataset
 from panoseeker_ros.core.environment import SimScene, run_episode
-from panoseeker_ros.core.geometry import Intrinsics, Pose, pose_distance, project_erp_mask, spherical_centroid, wrap_deg
+from panoseeker_ros.core.geometry import Intrinsics, Pose, pose_distance, project_erp_mask, spherical_centroid
 from panoseeker_ros.core.metrics import summarize
 from panoseeker_ros.models.registry import make_policy, make_segmenter
 
@@ -52,17 +52,20 @@ def test_spatial_words_hold_for_the_target_and_not_for_its_look_alikes(sample):
         if ep.category in ("ALLO", "MULTIHOP"):
             assert note["anchor"]["name"] and note["relation"] in scenes.RELATIONS
 
-        def holds(c: Pose, slack: float) -> bool:
+        def holds(c: Pose, slack: float, mask=None) -> bool:
             ok = True
-            if "ego" in note:
-                ok &= bool(scenes.ego_holds(wrap_deg(c.theta - ep.initial_pose.theta), note["ego"], slack))
+            if "ego" in note:  # the target: some of it in the view after the turn; a look-alike: not near it
+                turned = Pose(scenes.ego_view(ep.initial_pose.theta, note["ego"]), 0.0)
+                point = scenes.SceneObject("", "", c.theta, c.phi, 0.0)
+                ok &= bool(project_erp_mask(mask, turned, Intrinsics.from_fov()).any()) if mask is not None \
+                    else bool(scenes.ego_holds(point, ep.initial_pose.theta, note["ego"], slack))
             if "relation" in note:
                 a = _pose(note["anchor"]["centroid"])
                 ok &= scenes.relation_holds(scenes.SceneObject("", "", c.theta, c.phi, 0.0),
                                             scenes.SceneObject("", "", a.theta, a.phi, 0.0), note["relation"], slack)
             return ok
 
-        assert holds(ep.target_centroid, 0.0), ep.instruction  # the rules hold exactly; look-alikes miss by a margin
+        assert holds(ep.target_centroid, 0.0, ep.load_mask(1024, 512)), ep.instruction  # the rules hold exactly; look-alikes miss by a margin
         if ep.category == "UNIQ":
             continue  # its attribute words ("glass", "balcony") tell it from look-alikes, not a direction
         for other in note["same_kind"]:

@@ -10,7 +10,7 @@ import pytest
 from panoseeker_ros.core import scenes
 from panoseeker_ros.core.dataset import CATEGORIES, load_dataset
 from panoseeker_ros.core.environment import SimScene, run_episode
-from panoseeker_ros.core.geometry import (Intrinsics, Pose, erp_pixel_to_dir, mask_bbox,
+from panoseeker_ros.core.geometry import (Intrinsics, Pose, dir_to_view_pixel, erp_pixel_to_dir, mask_bbox,
                                           pose_distance, project_erp_mask, spherical_centroid)
 from panoseeker_ros.core.metrics import summarize
 from panoseeker_ros.models.registry import make_policy, make_segmenter
@@ -131,47 +131,113 @@ def test_an_object_on_the_seam_is_painted_on_both_edges():
     assert np.array_equal(erp.any(axis=2)[mask], np.ones(mask.sum(), bool))
 
 
-def _rule_holds(obj, query, objects, theta0):
-    """The instruction rules of the module docstring, written out again with no margin."""
+INTR = Intrinsics.from_fov()
+TURN = {"right": 90.0, "left": -90.0, "behind": 180.0}
+
+
+def _object_masks(objs, width):
+    """Each object's exact ERP mask, painted alone on a blank panorama."""
+    return [scenes.place_object(np.zeros((width // 2, width, 3), np.uint8), o) for o in objs]
+
+
+def _rule_holds(i, query, objects, masks, theta0):
+    """The instruction rules of the module docstring, written out again with no margin; EGO through the
+    renderer: some pixel of object i's mask is in the view after the turn."""
+    obj = objects[i]
     if query["shape"] and obj.shape != query["shape"]:
         return False
     if query["colour"] and obj.colour != query["colour"]:
         return False
     wrap = lambda a: (a + 180.0) % 360.0 - 180.0  # noqa: E731
     if query["ego"]:
-        d = wrap(obj.theta - theta0)
-        if not {"right": 30 <= d <= 150, "left": -150 <= d <= -30, "behind": abs(d) >= 150}[query["ego"]]:
+        if not project_erp_mask(masks[i], Pose(wrap(theta0 + TURN[query["ego"]]), 0.0), INTR).any():
             return False
     if query["relation"]:
         a = objects[query["anchor"]]
         if a is obj:
             return False
-        d = wrap(obj.theta - a.theta)
-        near = pose_distance(Pose(obj.theta, obj.phi), Pose(a.theta, a.phi)) <= 45
-        level = abs(obj.phi - a.phi) <= 35
-        if not {"next to": near, "opposite": abs(d) >= 150, "left of": -75 <= d <= -10 and level,
-                "right of": 10 <= d <= 75 and level}[query["relation"]]:
+        d, dphi = wrap(obj.theta - a.theta), obj.phi - a.phi
+        dist = pose_distance(Pose(obj.theta, obj.phi), Pose(a.theta, a.phi))
+        h = abs(d) * math.cos(math.radians((obj.phi + a.phi) / 2))
+        if not {"next to": dist <= 45 and abs(dphi) <= h, "above": dist <= 60 and dphi >= h,
+                "below": dist <= 60 and -dphi >= h, "opposite": abs(d) >= 150,
+                "left of": -75 <= d <= -10 and abs(dphi) <= 35,
+                "right of": 10 <= d <= 75 and abs(dphi) <= 35}[query["relation"]]:
             return False
     return True
 
 
+def _check_rules(ep, objs, masks):
+    """Every rule of the instruction generator on one episode; returns its query."""
+    q, theta0 = ep.extra["query"], ep.initial_pose.theta
+    hits = [i for i in range(len(objs)) if _rule_holds(i, q, objs, masks, theta0)]
+    assert hits == [q["target"]], (ep.id, ep.instruction, hits)
+    same_description = [i for i in range(len(objs)) if _rule_holds(i, {**q, "ego": None, "relation": None}, objs,
+                                                                     masks, 0.0)]
+    assert (len(same_description) == 1) == (ep.category == "UNIQ"), ep.instruction
+    noun = " ".join(w for w in (q["colour"], q["shape"] or "shape") if w)
+    assert f"the {noun}" in ep.instruction
+    if q["ego"]:  # EGO: after turning as told, the target is in view and the only one of its kind there
+        turned = Pose((theta0 + TURN[q["ego"]] + 180.0) % 360.0 - 180.0, 0.0)
+        target = objs[q["target"]]
+        x, y, front = dir_to_view_pixel(target.theta, target.phi, turned, INTR)
+        assert front and 0 <= x < INTR.width and 0 <= y < INTR.height, (ep.id, ep.instruction)
+        for i in same_description if ep.category == "EGO" else ():  # MULTIHOP: the relation tells them apart
+            assert (i == q["target"]) == bool(project_erp_mask(masks[i], turned, INTR).any()), (ep.id, i)
+        words = {"right": ("right",), "left": ("left",), "behind": ("behind", "around")}[q["ego"]]
+        assert any(w in ep.instruction for w in words)
+    if q["relation"]:
+        anchor = objs[q["anchor"]]
+        assert ep.instruction.endswith(f"the {anchor.name}")
+        assert sum(o.name == anchor.name for o in objs) == 1  # the anchor itself is unique
+        words = {"next to": ("next to", "beside"), "above": ("above",), "below": ("below", "under"),
+                 "opposite": ("opposite", "across from"), "left of": ("left of",), "right of": ("right of",)}
+        assert any(f" {w} the {anchor.name}" in ep.instruction for w in words[q["relation"]]), ep.instruction
+    if ep.category == "MULTIHOP":  # the relation alone also fits another look-alike: the turn is needed
+        alone = [i for i in range(len(objs)) if _rule_holds(i, {**q, "ego": None}, objs, masks, theta0)]
+        assert len(alone) >= 2 and q["target"] in alone, (ep.id, ep.instruction)
+    return q
+
+
 def test_every_instruction_picks_exactly_one_object_and_needs_its_spatial_part(bench):
     dataset, objects = bench
+    masks = {}
     for ep in dataset.episodes:
-        q, objs = ep.extra["query"], _objects_of(ep, objects)
-        hits = [i for i, o in enumerate(objs) if _rule_holds(o, q, objs, ep.initial_pose.theta)]
-        assert hits == [q["target"]], (ep.id, ep.instruction)
-        same_description = [o for o in objs if _rule_holds(o, {**q, "ego": None, "relation": None}, objs, 0.0)]
-        assert (len(same_description) == 1) == (ep.category == "UNIQ"), ep.instruction
-        noun = " ".join(w for w in (q["colour"], q["shape"] or "shape") if w)
-        assert f"the {noun}" in ep.instruction
-        if q["relation"]:
-            anchor = objs[q["anchor"]]
-            assert ep.instruction.endswith(f"the {anchor.name}")
-            assert sum(o.name == anchor.name for o in objs) == 1  # the anchor itself is unique
-        ego_words = {"right": "right", "left": "left", "behind": ("behind", "around")}
-        if q["ego"]:
-            assert any(w in ep.instruction for w in np.atleast_1d(ego_words[q["ego"]]))
+        objs = _objects_of(ep, objects)
+        masks.setdefault(ep.scene, _object_masks(objs, WIDTH))
+        _check_rules(ep, objs, masks[ep.scene])
+
+
+def test_category_rules_hold_on_every_episode_of_seeds_0_to_4(tmp_path):
+    relations, egos = set(), set()
+    for seed in range(5):
+        root = tmp_path / f"seed{seed}"
+        dataset = load_dataset(scenes.generate_benchmark(root, seed=seed, erp_width=512))
+        doc = json.loads((root / "objects.json").read_text())
+        per_scene = {s["scene"]: [scenes.SceneObject(**o) for o in s["objects"]] for s in doc["scenes"]}
+        masks = {name: _object_masks(objs, 512) for name, objs in per_scene.items()}
+        assert len(dataset) == 32 and {ep.category for ep in dataset.episodes} == set(CATEGORIES)
+        for ep in dataset.episodes:
+            name = ep.scene.relative_to(root).as_posix()
+            q = _check_rules(ep, per_scene[name], masks[name])
+            relations.add(q["relation"])
+            egos.add(q["ego"])
+    assert {"next to", "opposite"} <= relations and egos == {None, "right", "left", "behind"}
+
+
+def test_the_rules_reject_what_the_old_ones_let_through():
+    """A look-alike in the view after the turn, a vertical neighbour called 'next to', a relation that
+    alone picks the MULTIHOP target: each makes the instruction invalid."""
+    objs = [scenes.SceneObject("star", "red", 90.0, 0.0, 16.0), scenes.SceneObject("star", "blue", 130.0, 10.0, 16.0),
+            scenes.SceneObject("star", "green", -90.0, 0.0, 16.0), scenes.SceneObject("cross", "white", 90.0, 33.0, 16.0),
+            scenes.SceneObject("circle", "yellow", 150.0, 0.0, 16.0)]
+    ego = scenes.Query("EGO", 0, "star", None, ego="right")
+    assert not scenes.unambiguous(ego, objs, 0.0)  # the blue star is also in the view at θ0 + 90
+    assert scenes.unambiguous(ego, objs[:1] + objs[2:], 0.0)
+    assert not scenes.relation_holds(objs[3], objs[0], "next to") and scenes.relation_holds(objs[3], objs[0], "above")
+    multihop = scenes.Query("MULTIHOP", 1, "star", None, ego="right", relation="next to", anchor=4)
+    assert not scenes.relation_ambiguous(multihop, objs)  # only the blue star is next to the yellow circle
+    assert scenes.relation_ambiguous(multihop, objs + [scenes.SceneObject("star", "red", 175.0, 0.0, 16.0)])
 
 
 def test_start_pose_does_not_see_the_target(bench):

@@ -11,30 +11,42 @@ all angles in degrees, Δθ = wrap(θ_object − θ_reference) in [−180, 180):
 
 * description X: a shape ("the star"), a colour and a shape ("the blue circle") or, for UNIQ only,
   a colour ("the purple shape"). An object matches X when its shape (and colour) are equal.
-* EGO, relative to the initial heading θ0 (the start pose has ϕ0 = 0):
-  right: Δθ ∈ [30, 150]; left: Δθ ∈ [−150, −30]; behind / turn around: |Δθ| ≥ 150.
-* ALLO, relative to an anchor object A named by its colour and shape (unique in the scene):
-  next to: great-circle distance between the centres ≤ 45;
+* EGO, relative to the initial heading θ0 (the start pose has ϕ0 = 0): "turn right" (left, around)
+  points the camera at the level view centred on θ0 + 90° (θ0 − 90°, θ0 + 180°), the view after that
+  turn. The target's centre is inside that view (FoV 120°×90°) and no other object of the description
+  shows any part of its bounding circle there: after turning as told, the target is the only one of
+  its kind in sight.
+* ALLO, relative to an anchor object A named by its colour and shape (unique in the scene), with
+  Δϕ = ϕ − ϕ_A:
+  with h = |Δθ| · cos((ϕ + ϕ_A) / 2) the horizontal part of the offset (degrees along the horizon):
+  next to / beside: great-circle distance between the centres ≤ 45 and |Δϕ| ≤ h (a horizontal
+  neighbour: the offset is nearer the horizontal than the vertical); above / below: distance ≤ 60
+  and Δϕ ≥ h / −Δϕ ≥ h (a vertical neighbour);
   opposite: |Δθ| ≥ 150 (azimuth 180 ± 30 away);
   left of / right of (as seen by the camera, which looks outwards): Δθ ∈ [−75, −10] / [10, 75]
-  and |ϕ − ϕ_A| ≤ 35.
+  and |Δϕ| ≤ 35.
 * UNIQ: exactly one object in the scene matches X.
 * MULTIHOP: an EGO clause and an ALLO relation, both holding ("turn around and find the triangle
-  next to the yellow square").
+  next to the yellow square"), and the EGO clause is needed: the relation alone (without the turn)
+  holds for another object of the description too. (The EGO clause alone may or may not pick the
+  target; requiring that it never does leaves too few layouts of 7–9 objects.)
 
 A written instruction is unambiguous with a margin of ``MARGIN_DEG``: the target satisfies it with
 every range shrunk by the margin, and every other object fails it with every range widened by the
-margin. For EGO, ALLO and MULTIHOP, X matches at least two objects, so the spatial part matters.
+margin (for EGO: the target's centre lies that far inside the view, and no look-alike comes within
+that distance of its edge). For EGO, ALLO and MULTIHOP, X matches at least two objects, so the
+spatial part matters.
 The start pose is chosen so that no part of the target is in the initial view (and its centre is
 more than 75° away), and so that the EGO clause is true.
 
 ``generate_benchmark`` writes a whole dataset (see its docstring); the smaller functions
-(``make_scene``, ``place_object``, ``write_instructions``, ``satisfies``...) serve tests and demos.
+(``make_scene``, ``render_scene``, ``place_object``, ``write_instructions``, ``satisfies``...) serve
+tests and demos.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -42,7 +54,7 @@ import numpy as np
 
 from .dataset import CATEGORIES, EpisodeSpec, save_dataset
 from .geometry import (DEFAULT_FOV_DEG, Pose, camera_rotation, dir_to_vec, erp_pixel_to_dir, great_circle_deg,
-                       spherical_centroid, wrap_deg)
+                       spherical_centroid, vec_to_dir, wrap_deg)
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 COLOURS = {  # RGB
@@ -52,10 +64,10 @@ COLOURS = {  # RGB
 CATEGORY_SHARES = {"EGO": 0.184, "UNIQ": 0.433, "ALLO": 0.322, "MULTIHOP": 0.061}  # METHOD.md
 
 EGO_DIRECTIONS = ("right", "left", "behind")
-RELATIONS = ("next to", "opposite", "left of", "right of")
-EGO_SIDE_DEG = (30.0, 150.0)  # |Δθ| range of "right" / "left"
-BEHIND_MIN_DEG = 150.0
-NEXT_TO_MAX_DEG = 45.0
+EGO_TURN_DEG = {"right": 90.0, "left": -90.0, "behind": 180.0}  # the view an EGO clause points to: θ0 + turn, ϕ = 0
+RELATIONS = ("next to", "above", "below", "opposite", "left of", "right of")
+NEXT_TO_MAX_DEG = 45.0  # centre distance of "next to" / "beside" (a horizontal neighbour)
+ABOVE_MAX_DEG = 60.0  # centre distance of "above" / "below" (a vertical neighbour)
 OPPOSITE_MIN_DEG = 150.0
 SIDE_AZIMUTH_DEG = (10.0, 75.0)  # |Δθ| range of "left of" / "right of"
 SIDE_MAX_DPHI_DEG = 35.0
@@ -66,6 +78,7 @@ SIZE_RANGE_DEG = (12.0, 25.0)  # angular diameter of an object's bounding circle
 PHI_RANGE_DEG = (-50.0, 50.0)  # object centres
 MIN_GAP_DEG = 8.0  # free angle between the bounding circles of two objects
 OBJECTS_PER_SCENE = (7, 9)  # inclusive
+SCENE_DRAWS = 200  # layouts tried per scene (a MULTIHOP one is found in about 1 of 8)
 
 # Shape outlines in units of the bounding-circle radius, x right, y up, centre at the origin.
 _STAR = [(np.cos(a), np.sin(a)) for a in np.radians(90.0 + 36.0 * np.arange(10))]
@@ -80,6 +93,7 @@ _POLYGONS = {
 _CIRCLE_RADIUS = 0.92
 _RIM = 0.08  # dark outline width, in bounding radii
 _SHADOW_OFFSET = (0.06, -0.09)  # drop shadow shift (x right, y up), in bounding radii
+_RIM_SAMPLES = 36  # points on an object's bounding circle when testing whether any part of it is in a view
 
 
 class SceneError(ValueError):
@@ -302,11 +316,17 @@ def sample_objects(rng: np.random.Generator, n: int) -> list[SceneObject]:
     return objects
 
 
-def make_scene(rng: np.random.Generator, background="plain", width: int = 2048, base: np.ndarray | None = None):
-    """A scene: (erp (width/2, width, 3) uint8, objects list[SceneObject], masks list of (H, W) bool).
+def draw_objects(rng: np.random.Generator) -> list[SceneObject]:
+    """The objects of one scene: ``OBJECTS_PER_SCENE`` of them, see :func:`sample_objects`."""
+    return sample_objects(rng, int(rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1)))
 
-    ``background`` is "plain" (a synthetic room) or an ERP image path; ``base`` (an already loaded
-    background at this width) skips reading it again.
+
+def render_scene(rng: np.random.Generator, objects: list[SceneObject], background="plain", width: int = 2048,
+                 base: np.ndarray | None = None):
+    """The ERP image of ``objects`` on a background: (erp (width/2, width, 3) uint8, masks list of (H, W) bool).
+
+    ``background`` is "plain" (a synthetic room drawn with ``rng``) or an ERP image path; ``base`` (an
+    already loaded background at this width) skips reading it again.
     """
     if base is not None:
         erp = base.copy()
@@ -314,8 +334,13 @@ def make_scene(rng: np.random.Generator, background="plain", width: int = 2048, 
         erp = plain_room(rng, width)
     else:
         erp = load_background(background, width)
-    objects = sample_objects(rng, int(rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1)))
-    masks = [place_object(erp, obj) for obj in objects]
+    return erp, [place_object(erp, obj) for obj in objects]
+
+
+def make_scene(rng: np.random.Generator, background="plain", width: int = 2048, base: np.ndarray | None = None):
+    """A scene: (erp (width/2, width, 3) uint8, objects list[SceneObject], masks list of (H, W) bool)."""
+    objects = draw_objects(rng)
+    erp, masks = render_scene(rng, objects, background, width, base)
     return erp, objects, masks
 
 
@@ -323,29 +348,66 @@ def make_scene(rng: np.random.Generator, background="plain", width: int = 2048, 
 # Relations. Every predicate takes ``slack`` (degrees): > 0 widens its range, < 0 shrinks it.
 
 
-def ego_holds(delta, ego: str, slack: float = 0.0):
-    """Whether relative azimuth ``delta`` (object − initial heading, degrees; array ok) is ``ego``."""
-    lo, hi = EGO_SIDE_DEG
-    if ego == "right":
-        return (delta >= lo - slack) & (delta <= hi + slack)
-    if ego == "left":
-        return (delta <= -lo + slack) & (delta >= -hi - slack)
-    if ego == "behind":
-        return np.abs(delta) >= BEHIND_MIN_DEG - slack
-    raise ValueError(f"unknown EGO direction {ego!r}; use one of {', '.join(EGO_DIRECTIONS)}")
+def _level_view_angles(theta, phi, heading):
+    """Horizontal and vertical angles (degrees) of directions (θ, ϕ) in the level view centred on
+    ``heading``, and whether they are in front of the camera; arrays broadcast."""
+    d, p = np.radians(wrap_deg(np.asarray(theta, dtype=np.float64) - heading)), np.radians(phi)
+    x, y, z = np.cos(p) * np.sin(d), np.sin(p), np.cos(p) * np.cos(d)
+    return np.degrees(np.arctan2(x, z)), np.degrees(np.arctan2(y, z)), z > 0
+
+
+def _rim(obj: SceneObject, radius: float):
+    """(θ, ϕ) arrays of the object's centre and ``_RIM_SAMPLES`` points at ``radius`` degrees around it."""
+    c = dir_to_vec(obj.theta, obj.phi)
+    east = np.cross([0.0, 1.0, 0.0], c)
+    east = east / np.linalg.norm(east) if np.linalg.norm(east) > 1e-9 else np.array([1.0, 0.0, 0.0])
+    north = np.cross(c, east)
+    beta = np.linspace(0.0, 2 * np.pi, _RIM_SAMPLES, endpoint=False)[:, None]
+    rho = np.radians(max(0.0, radius))
+    pts = np.cos(rho) * c + np.sin(rho) * (np.cos(beta) * east + np.sin(beta) * north)
+    return vec_to_dir(np.vstack([c[None], pts]))
+
+
+def ego_view(theta0, ego: str):
+    """The heading (degrees) of the view after the EGO clause ``ego`` from initial heading(s) ``theta0``."""
+    if ego not in EGO_TURN_DEG:
+        raise ValueError(f"unknown EGO direction {ego!r}; use one of {', '.join(EGO_DIRECTIONS)}")
+    return wrap_deg(np.asarray(theta0, dtype=np.float64) + EGO_TURN_DEG[ego])
+
+
+def ego_holds(obj: SceneObject, theta0, ego: str, slack: float = 0.0, fov_deg=DEFAULT_FOV_DEG):
+    """Whether ``obj`` is in the view after the EGO clause ``ego`` from initial heading(s) ``theta0``
+    (array ok). With ``slack`` < 0 (the target's test): its centre lies at least −slack degrees inside the
+    view. With ``slack`` >= 0 (a look-alike's test): some point of its bounding circle, widened by
+    ``slack``, is inside the view."""
+    heading = ego_view(theta0, ego)
+    half_h, half_v = fov_deg[0] / 2.0, fov_deg[1] / 2.0
+    if slack < 0:
+        h, v, front = _level_view_angles(obj.theta, obj.phi, heading)
+        return front & (np.abs(h) <= half_h + slack) & (np.abs(v) <= half_v + slack)
+    theta, phi = _rim(obj, obj.radius + slack)
+    h, v, front = _level_view_angles(theta[:, None], phi[:, None], np.atleast_1d(heading)[None, :])
+    seen = (front & (np.abs(h) <= half_h) & (np.abs(v) <= half_v)).any(axis=0)
+    return seen if np.ndim(theta0) else bool(seen[0])
 
 
 def relation_holds(obj: SceneObject, anchor: SceneObject, relation: str, slack: float = 0.0) -> bool:
     """Whether ``obj`` stands in ``relation`` to ``anchor`` (rules in the module docstring)."""
     d_az = wrap_deg(obj.theta - anchor.theta)
+    d_phi = obj.phi - anchor.phi
+    across = abs(d_az) * np.cos(np.radians((obj.phi + anchor.phi) / 2.0))  # h: the horizontal part of the offset
+    distance = great_circle_deg(obj.theta, obj.phi, anchor.theta, anchor.phi)
     if relation == "next to":
-        return great_circle_deg(obj.theta, obj.phi, anchor.theta, anchor.phi) <= NEXT_TO_MAX_DEG + slack
+        return distance <= NEXT_TO_MAX_DEG + slack and abs(d_phi) <= across + slack
+    if relation in ("above", "below"):
+        rise = d_phi if relation == "above" else -d_phi
+        return distance <= ABOVE_MAX_DEG + slack and rise >= across - slack
     if relation == "opposite":
         return abs(d_az) >= OPPOSITE_MIN_DEG - slack
     if relation in ("left of", "right of"):
         side = -d_az if relation == "left of" else d_az
         lo, hi = SIDE_AZIMUTH_DEG
-        return lo - slack <= side <= hi + slack and abs(obj.phi - anchor.phi) <= SIDE_MAX_DPHI_DEG + slack
+        return lo - slack <= side <= hi + slack and abs(d_phi) <= SIDE_MAX_DPHI_DEG + slack
     raise ValueError(f"unknown relation {relation!r}; use one of {', '.join(RELATIONS)}")
 
 
@@ -353,27 +415,36 @@ def matches_description(obj: SceneObject, shape: str | None, colour: str | None)
     return (shape is None or obj.shape == shape) and (colour is None or obj.colour == colour)
 
 
-def satisfies(query: Query, index: int, objects: list[SceneObject], theta0, slack: float = 0.0):
+def satisfies(query: Query, index: int, objects: list[SceneObject], theta0, slack: float = 0.0,
+              fov_deg=DEFAULT_FOV_DEG):
     """Whether object ``index`` satisfies ``query`` for initial heading(s) ``theta0`` (array ok)."""
     obj = objects[index]
     ok = np.ones(np.shape(theta0), dtype=bool)
     if not matches_description(obj, query.shape, query.colour) or index == query.anchor:
         return ok & False
     if query.ego is not None:
-        ok &= ego_holds(wrap_deg(obj.theta - np.asarray(theta0, dtype=np.float64)), query.ego, slack)
+        ok &= ego_holds(obj, theta0, query.ego, slack, fov_deg)
     if query.relation is not None:
         ok &= relation_holds(obj, objects[query.anchor], query.relation, slack)
     return ok
 
 
-def unambiguous(query: Query, objects: list[SceneObject], theta0, margin: float = MARGIN_DEG):
+def unambiguous(query: Query, objects: list[SceneObject], theta0, margin: float = MARGIN_DEG,
+                fov_deg=DEFAULT_FOV_DEG):
     """True where the target satisfies ``query`` with ``margin`` to spare and no other object comes
     within ``margin`` of satisfying it (array over ``theta0`` ok)."""
-    ok = satisfies(query, query.target, objects, theta0, -margin)
+    ok = satisfies(query, query.target, objects, theta0, -margin, fov_deg)
     for i in range(len(objects)):
         if i != query.target:
-            ok = ok & ~satisfies(query, i, objects, theta0, margin)
+            ok = ok & ~satisfies(query, i, objects, theta0, margin, fov_deg)
     return ok
+
+
+def relation_ambiguous(query: Query, objects: list[SceneObject]) -> bool:
+    """Whether the ALLO part of ``query`` alone (its description and relation, without the EGO clause)
+    holds for some object besides the target, so that a MULTIHOP instruction needs its EGO clause."""
+    relation_only = replace(query, ego=None)
+    return any(bool(satisfies(relation_only, i, objects, 0.0)) for i in range(len(objects)) if i != query.target)
 
 
 def start_clear(obj: SceneObject, theta0, fov_deg=DEFAULT_FOV_DEG):
@@ -393,7 +464,7 @@ def feasible_starts(query: Query, objects: list[SceneObject], fov_deg=DEFAULT_FO
     """Initial headings θ0 (degrees, on a 1° grid) for which ``query`` is unambiguous and the target
     is out of the initial view."""
     ok = start_clear(objects[query.target], _THETA0_GRID, fov_deg)
-    ok = ok & np.broadcast_to(unambiguous(query, objects, _THETA0_GRID), ok.shape)
+    ok = ok & np.broadcast_to(unambiguous(query, objects, _THETA0_GRID, fov_deg=fov_deg), ok.shape)
     return _THETA0_GRID[ok]
 
 
@@ -431,6 +502,8 @@ def candidate_queries(objects: list[SceneObject], category: str, fov_deg=DEFAULT
                     if relation and not relation_holds(objects[t], objects[anchor], relation, -MARGIN_DEG):
                         continue  # cheap early exit: the target itself does not fit
                     q = Query(category, t, shape, colour, ego, relation, anchor)
+                    if category == "MULTIHOP" and not relation_ambiguous(q, objects):
+                        continue  # the relation alone would do: the EGO clause must be needed
                     starts = feasible_starts(q, objects, fov_deg)
                     if starts.size:
                         out.append((q, starts))
@@ -447,7 +520,8 @@ _EGO_TEMPLATES = {
 }
 _EGO_CLAUSE = {"right": "turn right", "left": "turn left", "behind": "turn around"}
 _UNIQ_TEMPLATES = ("the {x}", "find the {x}", "look for the {x}")
-_RELATION_WORDS = {"next to": ("next to", "beside"), "opposite": ("opposite", "across from"),
+_RELATION_WORDS = {"next to": ("next to", "beside"), "above": ("above",), "below": ("below", "under"),
+                   "opposite": ("opposite", "across from"),
                    "left of": ("to the left of",), "right of": ("to the right of",)}
 _ALLO_TEMPLATES = ("the {x} {rel} the {a}", "find the {x} {rel} the {a}")
 
@@ -558,16 +632,17 @@ def generate_benchmark(out_dir, n_scenes: int = 8, episodes_per_scene: int = 4, 
     episodes, scene_docs = [], []
     for s in range(int(n_scenes)):
         categories = schedule[s * episodes_per_scene:(s + 1) * episodes_per_scene]
-        for attempt in range(50):  # a scene that cannot serve its categories is drawn again
+        for attempt in range(SCENE_DRAWS):  # a layout that cannot serve its categories is drawn again
             rng = np.random.default_rng([seed, 2, s, attempt])
-            erp, objects, masks = make_scene(rng, background, width, base)
+            objects = draw_objects(rng)
             try:
                 items = write_instructions(objects, rng, categories, fov_deg)
                 break
             except RuntimeError:
                 continue
         else:
-            raise RuntimeError(f"scene {s}: no layout served categories {categories} in 50 draws")
+            raise RuntimeError(f"scene {s}: no layout served categories {categories} in {SCENE_DRAWS} draws")
+        erp, masks = render_scene(rng, objects, background, width, base)  # painted only once it serves
         scene_path = out / "scenes" / f"scene-{s:03d}.png"
         _save_png(scene_path, erp)
         scene_docs.append({"scene": f"scenes/{scene_path.name}", "objects": [o.as_dict() for o in objects]})
