@@ -29,7 +29,7 @@ from panoseeker_ros.core.dataset import load_dataset  # noqa: E402
 from panoseeker_ros.core.actions import Action  # noqa: E402
 from panoseeker_ros.core.environment import SimScene, answer  # noqa: E402
 from panoseeker_ros.core.episode import Decision, Done  # noqa: E402
-from panoseeker_ros.models.sam3_segmenter import Sam3Segmenter  # noqa: E402
+from panoseeker_ros.models.sam3_segmenter import Sam3Segmenter, ViewInput  # noqa: E402
 from panoseeker_ros.paths import sample_dataset  # noqa: E402
 
 BOX = (300, 250, 650, 700)  # 0–1000 view units, off centre so that alignment moves the camera
@@ -49,7 +49,7 @@ def real_size_segmenter(point_prompts: bool, cls=Sam3Segmenter, seed: int = 0):
     torch.manual_seed(seed)
     with torch.device("cuda"):
         model = Sam3TrackerModel._from_config(Sam3TrackerConfig(), dtype=torch.bfloat16).eval()
-    return cls(model, int(model.config.prompt_encoder_config.image_size), point_prompts=point_prompts)
+    return cls(model, ViewInput(model, int(model.config.prompt_encoder_config.image_size)), point_prompts=point_prompts)
 
 
 def timed(fn, items, device) -> float:

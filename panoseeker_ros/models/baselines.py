@@ -1,4 +1,5 @@
-"""Baseline policies: ``expert`` (oracle shortest path), ``scan`` (fixed sweep + detector) and ``random``."""
+"""Baseline policies: ``expert`` (oracle shortest path), ``scan`` (fixed sweep + detector), ``random``, and the
+one-shot ``static`` search over views covering the sphere."""
 from __future__ import annotations
 
 import heapq
@@ -10,6 +11,7 @@ import numpy as np
 from ..core.actions import Action, lattice_moves
 from ..core.episode import Decision, Observation
 from ..core.geometry import Pose, dir_to_view_pixel, erp_pixel_to_dir, great_circle_deg
+from .detection import Detection, target_phrase
 from .oracle import OracleDetector
 
 _MOVES = lattice_moves()
@@ -108,33 +110,70 @@ def _outline_directions(mask: np.ndarray, most: int = 256):
 
 class ScanPolicy:
     """The fixed heuristic sweep: upper row → equator → lower row, three headings 120° apart (at most
-    9 views), stopping as soon as its detector reports the target; STOP without a box after the sweep."""
+    9 views), stopping on the first view where its detector finds the instruction's target phrase (the
+    detector's best match there, with a score of at least ``min_score``); STOP without a box after the
+    sweep. Holds no per-episode state: the sweep follows from ``obs.initial_pose`` and ``obs.step``, so
+    one object serves any number of episodes at once."""
 
     name = "scan"
     ROWS_DEG = (60.0, 0.0, -60.0)
     HEADINGS_DEG = (0.0, 120.0, 240.0)
 
-    def __init__(self, detector):
+    def __init__(self, detector, min_score: float = 0.0):
         self.detector = detector
+        self.min_score = float(min_score)
 
-    def sweep(self, initial_pose: Pose) -> list[Pose]:
-        """The poses visited after the start, in order."""
+    @classmethod
+    def sweep(cls, initial_pose: Pose) -> list[Pose]:
+        """The views after the start, in order: 8 poses (the start view stands for the equator look
+        straight ahead, so 1 + 8 = 9 looks at most)."""
         t0 = initial_pose.theta
-        grid = [Pose(t0 + h, r).normalized() for r in self.ROWS_DEG for h in self.HEADINGS_DEG]
         start = Pose(t0, 0.0).normalized()
-        # the start view stands for the equator look straight ahead: 1 + 8 = 9 looks at most
+        grid = [Pose(t0 + h, r).normalized() for r in cls.ROWS_DEG for h in cls.HEADINGS_DEG]
         return [p for p in grid if p != start]
 
     def act(self, obs: Observation) -> Decision:
-        box = self.detector.detect(obs.pose)
+        found = self.detector.find(obs.view, obs.pose, target_phrase(obs.instruction))
         sweep = self.sweep(obs.initial_pose)
-        if box is not None:
-            action = Action.stop_at(box)
+        if found is not None and found.score >= self.min_score:
+            action = Action.stop_at(found.box)
         elif obs.step < len(sweep):  # every earlier decision was a sweep move
             action = _relative_move(obs.pose, sweep[obs.step])
         else:
             action = Action.stop_at(None)
-        return Decision(action, action.to_text())
+        info = {"score": round(found.score, 6)} if found is not None else {}
+        return Decision(action, action.to_text(), info=info)
+
+
+class StaticSearch:
+    """The static one-shot baseline: one decision (AS = 1) over views covering the whole sphere.
+
+    Not a step-by-step policy: :meth:`search` takes a core Camera (``look(θ, ϕ) -> view``, ``pose()``),
+    looks at every pose of :attr:`VIEWS`, asks the detector for the instruction's target phrase on each
+    and returns the best-scoring match. It stands for a method that sees the full panorama at once, so
+    these looks are not counted as moves. Views overlap (60° apart on the equator, 90° apart on the
+    ±60° rows, whose 90° vertical field reaches past the poles), so any object up to 60° wide is whole in
+    at least one view.
+    """
+
+    name = "static"
+    VIEWS = tuple([Pose(float(t), 0.0) for t in range(-180, 180, 60)]
+                  + [Pose(float(t), phi) for phi in (60.0, -60.0) for t in range(-180, 180, 90)])
+
+    def __init__(self, detector, min_score: float = 0.0):
+        self.detector = detector
+        self.min_score = float(min_score)
+
+    def search(self, camera, instruction: str) -> tuple[Pose, Detection] | None:
+        """(pose of the view, its best detection) with the highest score of at least ``min_score``, or None."""
+        phrase = target_phrase(instruction)
+        best = None
+        for view_pose in self.VIEWS:
+            view = camera.look(view_pose.theta, view_pose.phi)
+            found = self.detector.find(view, camera.pose(), phrase)
+            if found is not None and found.score >= self.min_score and (best is None or found.score > best[1].score):
+                best = (camera.pose(), found)
+        return best
 
 
 def _relative_move(src: Pose, dst: Pose) -> Action:

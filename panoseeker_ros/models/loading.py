@@ -80,3 +80,17 @@ def optional_file(source: str, name: str) -> Path | None:
     except OSError:
         path = None
     return Path(path) if path else None
+
+
+def load_pretrained(model_class, model, what: str, fix: str, option: str, error: type[ModelLoadError],
+                    device=None, dtype=None):
+    """``model_class.from_pretrained`` of ``model`` (a directory or hub id) on ``device`` in ``dtype``
+    (see :func:`placement`): (model in eval mode, its source). Every failure is one ``error`` line; ``fix``
+    says where a model comes from, ``option`` is the command-line option that names one."""
+    source = resolve_source(model, what, fix, error=error)
+    dev, kwargs = placement(device, dtype)
+    try:
+        net = model_class.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise load_error(what, model, exc, f"download the weights and pass {option} DIR", error) from None
+    return net.to(dev).eval(), source

@@ -5,12 +5,14 @@ import numpy as np
 
 from ..core.actions import pixels_to_box
 from ..core.episode import GroundTruth
-from ..core.geometry import Intrinsics, Pose, dir_to_view_pixel, mask_bbox, project_erp_mask
+from ..core.geometry import Intrinsics, Pose, dir_to_view_pixel, mask_bbox, project_erp_mask, view_mask_to_erp
+from .detection import Detection
 
 
 class OracleDetector:
     """Reports the target when its ground-truth centroid is inside the view and enough of its mask is
-    visible; the box is the visible part's bounding box."""
+    visible; the box is the visible part's bounding box. Reads only the pose, never the pixels or the
+    phrase (a :class:`~.detection.Detector` for simulation only)."""
 
     name = "oracle"
 
@@ -28,6 +30,17 @@ class OracleDetector:
         if visible.sum() < self.min_visible_px:
             return None
         return pixels_to_box(mask_bbox(visible), self.intrinsics.width, self.intrinsics.height)
+
+    def find(self, view: np.ndarray, pose: Pose, phrase: str = "") -> Detection | None:
+        """Detector interface: the target's box and visible ground-truth mask, or None; the score is the
+        share of the target's ERP pixels that the view sees (1: the whole target)."""
+        box = self.detect(pose)
+        if box is None:
+            return None
+        visible = project_erp_mask(self.truth.mask, pose, self.intrinsics)
+        height, width = self.truth.mask.shape
+        seen = view_mask_to_erp(visible, pose, self.intrinsics, width, height) & self.truth.mask
+        return Detection(box, float(seen.sum() / max(1, self.truth.mask.sum())), visible)
 
 
 class OracleSegmenter:

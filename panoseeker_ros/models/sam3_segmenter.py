@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.geometry import Pose
-from .loading import TINY_MODELS_FIX, ModelLoadError, load_error, optional_file, placement, resolve_source
+from .loading import TINY_MODELS_FIX, ModelLoadError, load_pretrained, optional_file
 
 DEFAULT_MODEL = "facebook/sam3"
 
@@ -50,6 +50,38 @@ def _image_settings(source: str, image_size: int) -> dict:
     return settings
 
 
+class ViewInput:
+    """A SAM-3 model's image input: its device and dtype, and Sam3ImageProcessor's steps without torchvision
+    (bilinear, antialiased resize to ``image_size`` squared, times ``rescale``, minus ``mean``, over ``std``)."""
+
+    def __init__(self, model, image_size: int, rescale: float = 1 / 255, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.image_size = int(image_size)
+        self.rescale = float(rescale)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def of(cls, model, source: str, image_size: int) -> "ViewInput":
+        """With the settings of the model directory's processor files (``image_size`` when they have none)."""
+        settings = _image_settings(source, image_size)
+        return cls(model, settings["size"], settings["rescale"], settings["mean"], settings["std"])
+
+    def __call__(self, view: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB → (1, 3, S, S) normalised model input on the model's device, in its dtype."""
+        x = torch.from_numpy(np.ascontiguousarray(view)).to(self.device, non_blocking=True)
+        x = x.permute(2, 0, 1).unsqueeze(0).float()
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                          antialias=True)
+        return ((x * self.rescale - self.mean) / self.std).to(self.dtype)
+
+
+def view_key(view: np.ndarray) -> str:
+    """A key of a view's content and shape (to reuse an image embedding for the same pixels)."""
+    return hashlib.blake2b(np.ascontiguousarray(view).data, digest_size=16).hexdigest() + str(view.shape)
+
+
 def bernoulli_entropy(prob: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of independent Bernoulli pixels with probabilities ``prob`` (any shape)."""
     p = prob.clamp(1e-6, 1 - 1e-6)
@@ -61,15 +93,10 @@ class Sam3Segmenter:
 
     name = "sam3"
 
-    def __init__(self, model, image_size: int, rescale: float = 1 / 255, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                 point_prompts: bool = False, mask_threshold: float = 0.0):
+    def __init__(self, model, image_input: ViewInput, point_prompts: bool = False, mask_threshold: float = 0.0):
         self.model = model.eval()
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
-        self.image_size = int(image_size)
-        self.rescale = float(rescale)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.pixel_values = image_input  # (H, W, 3) uint8 view → (1, 3, S, S) model input
+        self.device, self.dtype, self.image_size = image_input.device, image_input.dtype, image_input.image_size
         self.point_prompts = point_prompts
         self.mask_threshold = float(mask_threshold)
         self._embedding_key: str | None = None
@@ -82,33 +109,18 @@ class Sam3Segmenter:
         """Load a SAM-3 tracker (local directory or hub id) once; bf16 on CUDA, fp32 on CPU by default."""
         fix = (f"{TINY_MODELS_FIX} or download the weights (e.g. 'hf download {DEFAULT_MODEL} --local-dir DIR') "
                f"and pass --sam-model DIR")
-        source = resolve_source(model, "SAM-3", fix, error=SegmenterLoadError)
         from transformers import Sam3TrackerModel
 
-        dev, kwargs = placement(device, dtype)
-        try:
-            net = Sam3TrackerModel.from_pretrained(source, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise load_error("SAM-3", model, exc, "download the weights and pass --sam-model DIR",
-                             SegmenterLoadError) from None
-        net = net.to(dev)
-        settings = _image_settings(source, int(net.config.prompt_encoder_config.image_size))
-        return cls(net, settings["size"], settings["rescale"], settings["mean"], settings["std"],
-                   point_prompts=point_prompts, mask_threshold=mask_threshold)
+        net, source = load_pretrained(Sam3TrackerModel, model, "SAM-3", fix, "--sam-model", SegmenterLoadError,
+                                      device, dtype)
+        image_input = ViewInput.of(net, source, int(net.config.prompt_encoder_config.image_size))
+        return cls(net, image_input, point_prompts=point_prompts, mask_threshold=mask_threshold)
 
     # -- pieces --------------------------------------------------------------------------------
 
-    def pixel_values(self, view: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB → (1, 3, S, S) normalised model input on the model's device (bilinear, antialiased)."""
-        x = torch.from_numpy(np.ascontiguousarray(view)).to(self.device, non_blocking=True)
-        x = x.permute(2, 0, 1).unsqueeze(0).float()
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
-                          antialias=True)
-        return ((x * self.rescale - self.mean) / self.std).to(self.dtype)
-
     def embeddings(self, view: np.ndarray):
         """The image embeddings of ``view`` (the vision encoder runs once per distinct view content)."""
-        key = hashlib.blake2b(np.ascontiguousarray(view).data, digest_size=16).hexdigest() + str(view.shape)
+        key = view_key(view)
         self.last["embedding_reused"] = key == self._embedding_key
         if key != self._embedding_key:
             self._embeddings = self.model.get_image_embeddings(self.pixel_values(view))

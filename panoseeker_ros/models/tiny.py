@@ -1,10 +1,11 @@
-"""Tiny random-weight Qwen3-VL and SAM-3 tracker models for tests, benchmarks and offline runs.
+"""Tiny random-weight Qwen3-VL, SAM-3 tracker and SAM-3 detector models for tests, benchmarks and offline runs.
 
 They have the real architectures (so every code path runs) at a few hundred kilobytes, with a
 byte-level BPE tokenizer trained here on the prompt and action vocabulary, the Qwen special tokens
 and a Qwen-style chat template. Their outputs are real and meaningless: the weights are random.
 
-    build_tiny_models("models_tiny")  ->  {"qwen": ".../qwen3vl-tiny", "sam3": ".../sam3-tracker-tiny"}
+    build_tiny_models("models_tiny")  ->  {"qwen": ".../qwen3vl-tiny", "sam3": ".../sam3-tracker-tiny",
+                                           "sam3_text": ".../sam3-tiny"}
 """
 from __future__ import annotations
 
@@ -202,8 +203,60 @@ def build_tiny_sam3(out_dir, seed: int = 0) -> Path:
     return out
 
 
+def build_tiny_clip_tokenizer(out_dir):
+    """A CLIP byte-level BPE tokenizer with no merges (one token per character, '</w>' marking a word's
+    last one), saved to ``out_dir`` in the layout of the SAM-3 hub repository and loaded back."""
+    from tokenizers import pre_tokenizers
+    from transformers import AutoTokenizer, CLIPTokenizer
+
+    special = ["<|startoftext|>", "<|endoftext|>"]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(alphabet + [c + "</w>" for c in alphabet] + special)}
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(str(out_dir))
+    return AutoTokenizer.from_pretrained(str(out_dir))
+
+
+def tiny_sam3_detector_config(vocab_size: int, bos: int, eos: int, image_size: int = TINY_SAM_IMAGE_SIZE):
+    """A Sam3Config (the open-vocabulary detector) of the real architecture at toy size: the tracker's
+    2-layer ViT and FPN of width 32, a 2-layer CLIP text encoder of width 32 (32 positions, as
+    Sam3Processor pads), one-layer geometry encoder, DETR encoder and decoder with 8 queries."""
+    from transformers import CLIPTextConfig, Sam3Config
+    from transformers.models.sam3.configuration_sam3 import (Sam3DETRDecoderConfig, Sam3DETREncoderConfig,
+                                                             Sam3GeometryEncoderConfig, Sam3MaskDecoderConfig)
+
+    vision = tiny_sam3_config(image_size).vision_config
+    text = CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, projection_dim=32,
+                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32, hidden_act="gelu",
+                          pad_token_id=eos, bos_token_id=bos, eos_token_id=eos)
+    small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    return Sam3Config(vision_config=vision, text_config=text,
+                      geometry_encoder_config=Sam3GeometryEncoderConfig(num_layers=1, **small),
+                      detr_encoder_config=Sam3DETREncoderConfig(num_layers=1, **small),
+                      detr_decoder_config=Sam3DETRDecoderConfig(num_layers=1, num_queries=8, **small),
+                      mask_decoder_config=Sam3MaskDecoderConfig(hidden_size=32, num_attention_heads=2))
+
+
+def build_tiny_sam3_detector(out_dir, seed: int = 0) -> Path:
+    """A random-init Sam3Model (text-prompted concept segmentation), its CLIP tokenizer and processor
+    settings in ``out_dir``."""
+    import torch
+    from transformers import Sam3Model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_clip_tokenizer(out)
+    bos, eos = tokenizer.convert_tokens_to_ids("<|startoftext|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(seed)
+    Sam3Model(tiny_sam3_detector_config(len(tokenizer), bos, eos)).eval().save_pretrained(str(out))
+    grid = TINY_SAM_IMAGE_SIZE // 14
+    doc = {**sam3_processor_config(TINY_SAM_IMAGE_SIZE, 4 * grid), "processor_class": "Sam3Processor"}
+    (out / "processor_config.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return out
+
+
 def build_tiny_models(out_dir, seed: int = 0) -> dict:
-    """Build both tiny models under ``out_dir`` (deterministic for a seed); returns ``{"qwen": Path, "sam3": Path}``."""
+    """Build the tiny models under ``out_dir`` (deterministic for a seed); returns
+    ``{"qwen": Path, "sam3": Path, "sam3_text": Path}``."""
     from transformers.utils import logging
 
     out = Path(out_dir)
@@ -211,7 +264,8 @@ def build_tiny_models(out_dir, seed: int = 0) -> dict:
     logging.disable_progress_bar()  # two tiny files: no progress bars
     try:
         return {"qwen": build_tiny_qwen(out / "qwen3vl-tiny", seed),
-                "sam3": build_tiny_sam3(out / "sam3-tracker-tiny", seed)}
+                "sam3": build_tiny_sam3(out / "sam3-tracker-tiny", seed),
+                "sam3_text": build_tiny_sam3_detector(out / "sam3-tiny", seed)}
     finally:
         if shown:
             logging.enable_progress_bar()
