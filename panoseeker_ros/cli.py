@@ -23,9 +23,15 @@ class UsageError(Exception):
 
 
 def _add_policy_options(p: argparse.ArgumentParser) -> None:
-    from .models.registry import POLICIES, SEGMENTERS
+    from .models.registry import DETECTORS, ONE_SHOT, POLICIES, SEGMENTERS
 
-    p.add_argument("--policy", default="expert", help=" | ".join(POLICIES) + " (default: expert)")
+    p.add_argument("--policy", default="expert", help=" | ".join(POLICIES + ONE_SHOT) + " (default: expert)")
+    p.add_argument("--detector", default="oracle",
+                   help="scan and static: " + " | ".join(DETECTORS) + " (oracle reads the ground truth; sam3-text "
+                        "segments the instruction's target phrase with SAM-3; default: oracle)")
+    p.add_argument("--detector-model", help="sam3-text: Sam3Model directory or hub id (default facebook/sam3)")
+    p.add_argument("--detector-threshold", type=float,
+                   help="scan and static: the least score of a match (default 0.3 for sam3-text, 0 for oracle)")
     p.add_argument("--segmenter", default="oracle", help=" | ".join(SEGMENTERS) + " (default: oracle)")
     p.add_argument("--model", help="qwen: model directory or hub id (default Qwen/Qwen3-VL-8B-Instruct)")
     p.add_argument("--adapter", help="qwen: LoRA adapter directory")
@@ -44,27 +50,72 @@ def _backends(args, config):
     if args.policy == "qwen":
         policy_opts = {k: v for k, v in (("model", args.model), ("adapter", args.adapter), ("memory", args.memory),
                                           ("decoding", args.decoding)) if v is not None}
+    if args.policy in ("scan", "static"):
+        policy_opts.update(detector=args.detector, min_score=args.detector_threshold,
+                           detector_options={"model": args.detector_model} if args.detector_model else {})
     seg_opts = {"model": args.sam_model} if args.segmenter == "sam3" and args.sam_model else {}
     return per_scene("policy", args.policy, config, **policy_opts), per_scene("segmenter", args.segmenter, config,
                                                                                **seg_opts)
 
 
+def _check_detector_options(args) -> None:
+    uses = args.detector != "oracle" or args.detector_model or args.detector_threshold is not None
+    if uses and args.policy not in ("scan", "static"):
+        raise UsageError(f"--detector options are for --policy scan or static, not {args.policy}; drop them")
+    if getattr(args, "through_ros", False) and (uses or args.policy == "static"):
+        raise UsageError("--through-ros runs the graph's step policies with their oracle detector; run --policy "
+                         "static and --detector options in-process (drop --through-ros)")
+
+
+def _run_options(args) -> dict:
+    """The options that decide a run's numbers (stored in summary.json; --resume and merge-runs check them)."""
+    keys = ("policy", "detector", "detector_model", "detector_threshold", "segmenter", "model", "adapter", "memory",
+            "decoding", "sam_model", "seed", "config", "through_ros")
+    return {k: getattr(args, k) for k in keys}
+
+
 def cmd_eval(args) -> int:
-    from .evaluation import evaluate, format_table, simulate
+    from .evaluation import evaluate, format_table, parse_shard, simulate
 
     config = load_config(args.config)
-    dataset = load_dataset(args.dataset)
     if args.batch < 1:
         raise UsageError(f"--batch {args.batch}: give 1 or more episodes to run in lockstep")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit} must be at least 1")
+    shard = parse_shard(args.shard) if args.shard else None
+    _check_detector_options(args)
+    dataset = load_dataset(args.dataset)
     if args.through_ros:
         from .nodes.ros_eval import through_ros
 
         run = through_ros(dataset, args)
     else:
         run = simulate(*_backends(args, config), config)
-    summary, _ = evaluate(dataset, run, config, args.out, progress=not args.quiet, limit=args.limit,
-                          batch=args.batch)
-    title = f"policy={args.policy} segmenter={args.segmenter} dataset={dataset.path} (tau={config.reward.tau_deg:g} deg)"
+    out = Path(args.out)
+    try:
+        summary, _ = evaluate(dataset, run, config, out, progress=not args.quiet, limit=args.limit, resume=args.resume,
+                              shard=shard, options=_run_options(args), batch=args.batch)
+    except KeyboardInterrupt:
+        done = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+        print(f"panoseeker eval: interrupted after {done.get('episodes_done', 0)} of {done.get('episodes_expected', '?')} "
+              f"episodes; partial summary in {out / 'summary.json'}; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    detector = f" detector={args.detector}" if args.policy in ("scan", "static") else ""
+    segmenter = "" if args.policy == "static" else f" segmenter={args.segmenter}"  # static uses the detector's mask
+    title = (f"policy={args.policy}{detector}{segmenter} dataset={dataset.path}"
+             f"{f' shard={args.shard}' if shard else ''} (tau={config.reward.tau_deg:g} deg)")
+    print(format_table(summary, title))
+    print(f"wrote {out / 'summary.json'} and {out / 'episodes.jsonl'}")
+    return 0
+
+
+def cmd_merge_runs(args) -> int:
+    from .evaluation import format_table, merge_runs
+
+    summary = merge_runs(args.runs, args.out)
+    missing = summary["episodes_expected"] - summary["episodes_done"]
+    title = f"merged {len(args.runs)} runs of {summary['dataset']}" + (f" (partial: {missing} episodes missing)"
+                                                                       if summary["partial"] else "")
     print(format_table(summary, title))
     print(f"wrote {Path(args.out) / 'summary.json'} and {Path(args.out) / 'episodes.jsonl'}")
     return 0
@@ -119,15 +170,13 @@ def cmd_show_episode(args) -> int:
 
 def cmd_demo(args) -> int:
     """One episode of the bedroom sample in the simulator, printed step by step, drawn to a PNG."""
-    from .core.environment import SimScene, run_episode
-    from .evaluation import episode_png
+    from .evaluation import episode_png, simulate
 
     config = load_config(args.config)
+    _check_detector_options(args)
     dataset = load_dataset(args.dataset or sample_dataset())
     spec = dataset.by_id(args.episode) if args.episode else dataset.episodes[0]
-    policies, segmenters = _backends(args, config)
-    scene = SimScene(spec, config)
-    result = run_episode(scene, policies(scene.truth), segmenters(scene.truth))
+    result = simulate(*_backends(args, config), config)([spec])[0]
     print(f"instruction [{spec.category}]: {spec.instruction}")
     for rec in result.records:
         print(f"  step {rec.step:2d} at (θ={rec.pose.theta:7.1f}°, ϕ={rec.pose.phi:5.1f}°): {rec.action.to_text()}")
@@ -149,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset.json or its directory")
     p.add_argument("--out", required=True, help="output directory (summary.json, episodes.jsonl)")
     p.add_argument("--limit", type=int, help="only the first N episodes")
+    p.add_argument("--shard", help="I/N: only episodes I, I+N, I+2N, ... (0 <= I < N); combine with merge-runs")
+    p.add_argument("--resume", action="store_true", help="keep the episodes already in --out and run the rest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--batch", type=int, default=1,
                    help="episodes run in lockstep; a policy that batches decides them in one call (default 1)")
@@ -157,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="--through-ros: seconds per episode")
     _add_policy_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("merge-runs", help="combine the --out directories of sharded eval runs into one summary")
+    p.add_argument("runs", nargs="+", metavar="DIR", help="run directories (the --out of 'panoseeker eval --shard')")
+    p.add_argument("--out", required=True, help="output directory (summary.json, episodes.jsonl)")
+    p.set_defaults(func=cmd_merge_runs)
 
     p = sub.add_parser("render-view", help="render a perspective view of a panorama")
     p.add_argument("--erp", required=True, help="equirectangular image (2:1)")

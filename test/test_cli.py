@@ -68,3 +68,35 @@ def test_bad_yaml_names_the_line(tmp_path, cube_dataset, capsys):
 def test_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "panoseeker_ros.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "eval" in done.stdout and "render-view" in done.stdout
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("polygon", [[10, 10], [5000, 10], [20, 40]], "[5000, 10] is outside the 1024x512 scene"),
+    ("polygon", [[10, 10], [float("nan"), 10], [20, 40]], "must be a pair of finite numbers"),
+    ("theta", 359.0, "theta = 359.0 is out of range"),
+    ("scene", "broken.png", "broken.png cannot be decoded"),
+])
+def test_a_malformed_episode_stops_eval_before_any_episode_runs(tmp_path, capsys, field, value, fragment):
+    from conftest import CUBE
+
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    episodes = []
+    for i in range(3):
+        ep = {"id": f"ep-{i}", "scene": str(CUBE), "instruction": "the box", "category": "UNIQ",
+              "initial_pose": {"theta": 0.0, "phi": 0.0},
+              "target": {"name": "box", "mask": {"polygons": [[[100, 100], [200, 100], [200, 200]]]}}}
+        if i == 2:  # the third episode is the bad one
+            if field == "polygon":
+                ep["target"]["mask"]["polygons"] = [value]
+            elif field == "theta":
+                ep["initial_pose"]["theta"] = value
+            else:
+                ep["scene"] = value
+        episodes.append(ep)
+    (tmp_path / "dataset.json").write_text(json.dumps({"format": "panoseeker-aprs", "version": 1,
+                                                       "episodes": episodes}))
+    out = tmp_path / "run"
+    assert main(["eval", "--dataset", str(tmp_path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "episodes[2] (id 'ep-2')" in err and len(err.splitlines()) == 1
+    assert not out.exists()  # nothing ran
