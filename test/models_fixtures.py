@@ -15,7 +15,7 @@ from panoseeker_ros.core.episode import Decision
 
 @lru_cache(maxsize=1)
 def tiny_model_dirs() -> dict:
-    """``{"qwen": Path, "sam3": Path}`` of tiny random-weight models, built once per session."""
+    """``{"qwen": Path, "sam3": Path, "sam3_text": Path}`` of tiny random-weight models, built once per session."""
     from panoseeker_ros.models.tiny import build_tiny_models
 
     root = Path(tempfile.mkdtemp(prefix="panoseeker-tiny-"))

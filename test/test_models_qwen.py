@@ -53,11 +53,15 @@ def test_make_tiny_models_command_is_deterministic(tmp_path, capsys, qwen_dir):
     args = parser.parse_args(["make-tiny-models", "--out", str(tmp_path)])
     assert args.func(args) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == ["qwen:", str(tmp_path / "qwen3vl-tiny"), "sam3:", str(tmp_path / "sam3-tracker-tiny")]
+    assert printed == ["qwen:", str(tmp_path / "qwen3vl-tiny"), "sam3:", str(tmp_path / "sam3-tracker-tiny"),
+                       "sam3-text:", str(tmp_path / "sam3-tiny")]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja",
                  "preprocessor_config.json"):
         assert (tmp_path / "qwen3vl-tiny" / name).read_bytes() == (qwen_dir / name).read_bytes(), name
     assert (tmp_path / "sam3-tracker-tiny" / "model.safetensors").stat().st_size < 2_000_000
+    text_dir = qwen_dir.parent / "sam3-tiny"  # built by the session's tiny models with the same seed
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json"):
+        assert (tmp_path / "sam3-tiny" / name).read_bytes() == (text_dir / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("make", ["missing", "no_config"])
