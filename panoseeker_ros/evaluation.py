@@ -25,7 +25,7 @@ from .core.actions import Action
 from .core.config import SeekConfig
 from .core.dataset import Dataset, DatasetError, EpisodeSpec, load_dataset
 from .core.environment import SimScene, run_lockstep
-from .core.episode import EpisodeResult, Frame, StepRecord, decode_rle, rotate_view_mask
+from .core.episode import EpisodeResult, Frame, StepRecord, decode_rle, rotate_view_mask, score
 from .core.geometry import PanoramaRenderer, view_mask_centroid_dir
 from .core.metrics import EpisodeOutcome, format_table, summarize
 from .core.visualize import episode_picture
@@ -98,9 +98,7 @@ def run_one_shot(scene: SimScene, method) -> EpisodeResult:
     record = StepRecord(1, view_pose, action, action.to_text(), 0, 0.0)
     result = EpisodeResult(spec.id, spec.category, spec.instruction, [record], path, view_pose, frame.pose, box,
                            False, looks, frame, mask, message)
-    episode = scene.episode()
-    episode.initial_pose = start
-    result.score = episode._score(result)  # the one scoring of the benchmark rules
+    result.score = score(result, scene.truth, scene.config)  # the one scoring of the benchmark rules
     return result
 
 

@@ -406,21 +406,24 @@ class Episode:
         result = EpisodeResult(self.id, self.category, self.instruction, self.records, self.path, stop_pose,
                                self.frame.pose, box, self.truncated, self.looks, on, mask, message)
         if self.truth is not None:
-            result.score = self._score(result)
+            result.score = score(result, self.truth, self.config)
         self.state, self.result = "done", result
         return self._ask(Done(result))
 
-    def _score(self, r: EpisodeResult) -> Score:
-        cfg, truth = self.config.reward, self.truth
-        h, w = truth.mask.shape
-        erp_mask = view_mask_to_erp(r.mask, r.frame.pose, self.intrinsics, w, h)
-        iou = mask_iou(erp_mask, truth.mask)
-        outcome = EpisodeOutcome(self.category, r.steps, pose_distance(self.initial_pose, truth.centroid),
-                                 path_length_deg(r.path), pose_distance(r.final_pose, truth.centroid), iou)
-        stopped = r.records[-1].action.stop and not r.truncated
-        r_term = terminal_reward(r.final_pose, truth.centroid, iou, cfg) if stopped else -cfg.r_pen
-        reward = float(sum(rec.reward for rec in r.records) + r_term)
-        return Score(outcome, outcome.success(cfg.tau_deg, cfg.iou_success), reward, erp_mask)
+def score(r: EpisodeResult, truth: GroundTruth, config: SeekConfig) -> Score:
+    """Judge a result by the benchmark's rules: the final mask back-projected to the scene's ERP, IoU
+    against the ground truth, success (distance < τ and IoU ≥ the threshold) and the return
+    Σ R_eff + R_term, R_term judged at the final pose like success; L is from ``r.path[0]`` (the start)."""
+    cfg = config.reward
+    h, w = truth.mask.shape
+    erp_mask = view_mask_to_erp(r.mask, r.frame.pose, config.camera.intrinsics(), w, h)
+    iou = mask_iou(erp_mask, truth.mask)
+    outcome = EpisodeOutcome(r.category, r.steps, pose_distance(r.path[0], truth.centroid),
+                             path_length_deg(r.path), pose_distance(r.final_pose, truth.centroid), iou)
+    stopped = r.records[-1].action.stop and not r.truncated
+    r_term = terminal_reward(r.final_pose, truth.centroid, iou, cfg) if stopped else -cfg.r_pen
+    reward = float(sum(rec.reward for rec in r.records) + r_term)
+    return Score(outcome, outcome.success(cfg.tau_deg, cfg.iou_success), reward, erp_mask)
 
 
 # ---------------------------------------------------------------------------- alignment geometry

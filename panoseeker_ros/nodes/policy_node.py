@@ -76,7 +76,8 @@ class Search:
     sent_s: float = 0.0  # the same on the monotonic clock, for timeouts
     queued_s: float = 0.0  # when a camera request started to wait (camera busy, pacing)
     not_before_s: float = 0.0  # pacing: the next move goes out no earlier (monotonic)
-    retried: bool = False
+    retried: bool = False  # the request timed out once: a zero move re-captures where the camera is
+    absolute: bool = False  # a camera error interrupted it: a move goes again as an absolute look
     paused: bool = False
     answer: object = None  # a Frame or mask waiting for the inference thread
     observe_s: float = 0.0  # camera request → observation ready (view integrated, canvas drawn), for feedback
@@ -286,7 +287,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         with self.lock:
             if self.search is not search or search.ended:
                 return
-            search.request, search.sent_ns, search.retried = req, 0, False
+            search.request, search.sent_ns, search.retried, search.absolute = req, 0, False, False
             search.queued_s = time.monotonic()
         if isinstance(req, Done):
             return self._finish(search, req.result)
@@ -312,6 +313,9 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             hdr = header(now.to_msg(), "")
             if search.retried:
                 self.pub_move.publish(move_to_joint_state(0.0, 0.0, hdr))
+            elif isinstance(req, Move) and search.absolute:
+                aim = search.episode.frame.pose.moved(req.dtheta, req.dphi)  # the episode waits: not changing
+                self.pub_look.publish(pose_to_joint_state(aim, hdr))
             elif isinstance(req, Move):
                 self.pub_move.publish(move_to_joint_state(req.dtheta, req.dphi, hdr))
             elif isinstance(req, Look):
@@ -410,10 +414,9 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             resume = was and not search.paused
             if resume and isinstance(search.request, (Capture, Move, Look)) and search.answer is None:
                 # send the request again: the camera may have lost it. A look or a reset is absolute and
-                # safe to repeat; a relative move may have been made already, so it becomes a re-capture
-                # (the episode goes on from wherever the head reports it is)
-                search.sent_ns = 0
-                search.retried = search.retried or isinstance(search.request, Move)
+                # safe to repeat; a relative move may have been made already, so it goes again as the
+                # absolute look at the pose it aims for (made once, whatever happened before)
+                search.sent_ns, search.absolute = 0, True
         if search.paused and not was:
             self._status("paused", f"camera error, search paused: {message}", search)
         elif resume:

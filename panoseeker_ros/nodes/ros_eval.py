@@ -26,9 +26,9 @@ class RecordedResult:
 
     @property
     def outcome(self) -> EpisodeOutcome:
-        r = self.record
-        return EpisodeOutcome(r["category"], r["steps"], r["shortest_deg"], r["path_deg"], r["final_distance_deg"],
-                              r["iou"])
+        from ..evaluation import outcome_from_record
+
+        return outcome_from_record(self.record)
 
     def as_dict(self) -> dict:
         return self.record
