@@ -459,7 +459,8 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
         # every training topic has one more subscriber: the recorder's (else a message could pass it by)
         c.spin_until(lambda: all(c.node.count_subscribers(f"{NS}/{t}") > before[t] for t in api.TRAINING_TOPICS), 20,
                      "the recorder's subscriptions")
-        c.spin_until(lambda: any(line.startswith("recording") for line in lines), 20, "the recorder to start")
+        c.spin_until(lambda: any("every topic has a publisher" in line for line in lines), 20,
+                     "the recorder to match every publisher")
         outcome = c.op.seek("the green face", timeout=60)
         assert outcome.state == "success"
         wanted = [f"first message on {NS}/{name}" for name in (api.RESULT, api.RESULT_MASK, api.MASK, api.FEEDBACK)]

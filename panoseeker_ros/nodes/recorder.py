@@ -61,13 +61,15 @@ class BagRecorder:
         self.writer.open()
         self.path = out
         self.counts: dict[str, int] = {}
+        self.subscriptions = []
         for topic in topics:
             spec = api.TOPIC_BY_NAME[topic]
             name = _fully_qualified(node.get_namespace(), topic)
             conn = self.writer.add_connection(name, spec.type, typestore=self.typestore)
             self.counts[name] = 0
-            node.create_subscription(message_class(spec.type), topic, self._writer_for(conn, name),
-                                     api.QOS[spec.qos], raw=True)
+            self.subscriptions.append(node.create_subscription(message_class(spec.type), topic,
+                                                               self._writer_for(conn, name), api.QOS[spec.qos],
+                                                               raw=True))
 
     def _writer_for(self, conn, name: str) -> Callable[[bytes], None]:
         def write(data: bytes) -> None:
@@ -95,9 +97,13 @@ def record(out, topics=None, duration: float | None = None, namespace: str = api
         on_line(f"recording {len(recorder.counts)} topics of {namespace} into {recorder.path} "
                 f"({'for %g s' % duration if duration else 'until Ctrl-C'})")
         end = None if duration is None else time.monotonic() + duration
+        matched = False
         try:
             while end is None or time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.1)
+                if not matched and all(sub.get_publisher_count() > 0 for sub in recorder.subscriptions):
+                    matched = True  # from here on nothing published on these topics passes the bag by
+                    on_line("every topic has a publisher")
         except KeyboardInterrupt:
             pass
         return dict(recorder.counts)
