@@ -15,7 +15,7 @@ from .paths import sample_dataset
 
 # Modules that add their own subcommands with ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = ("panoseeker_ros.models.commands", "panoseeker_ros.nodes.commands",
-                                     "panoseeker_ros.drivers.commands")
+                                     "panoseeker_ros.drivers.commands", "panoseeker_ros.training.commands")
 
 
 class UsageError(Exception):

@@ -19,6 +19,15 @@ one action. Two decoders:
   about six. The tokens are always chosen from the logits alone: drafts change the number of passes,
   never the answer (up to floating-point rounding between the batched and the one-token kernels,
   which could only tip an exact near-tie).
+* ``decoding="sample"``: grammar-constrained sampling for reinforcement learning: at every token the
+  logits of the allowed tokens, divided by ``temperature``, are renormalised (and cut to the ``top_p``
+  nucleus) and one token is drawn from the policy's seeded generator. ``Decision.info`` then holds the
+  sampled ``token_ids``, their ``logprobs`` (log-softmax over the allowed tokens at ``temperature``,
+  before the nucleus cut: the distribution :meth:`QwenPolicy.logprobs` scores) and the ``prompt_ids``.
+
+Training reads the same objects: :meth:`QwenPolicy.training_inputs` appends answer token ids to the
+inference prompt (never re-tokenized text) and :meth:`QwenPolicy.logprobs` scores given answer ids with
+logits computed only at the answer positions.
 
 Parse-failure rule: an answer that does not parse (core.actions.parse_action) is retried ONCE with the
 constrained decoder; if that does not parse either, the decision is STOP without a box (the episode
@@ -46,7 +55,7 @@ from .loading import TINY_MODELS_FIX, ModelLoadError, load_error, optional_file,
 from .prompting import Prompt, build_prompt, check_memory, system_prompt
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
-DECODINGS = ("constrained", "greedy")
+DECODINGS = ("constrained", "greedy", "sample")
 IMAGE_PAD = "<|image_pad|>"
 MAX_ANSWER_TOKENS = 64  # a hard stop for the constrained walk; the longest action is 29 characters
 
@@ -189,9 +198,13 @@ class QwenPolicy:
 
     def __init__(self, model, tokenizer, image_settings: ImageSettings, chat_template: str,
                  memory: str = "egosphere", decoding: str = "constrained", max_new_tokens: int = 32,
-                 prefix_cache: bool = True, fov_deg=DEFAULT_FOV_DEG):
+                 prefix_cache: bool = True, fov_deg=DEFAULT_FOV_DEG, temperature: float = 1.0, top_p: float = 1.0,
+                 seed: int = 0):
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}; choose one of {', '.join(DECODINGS)}")
+        check_sampling(temperature, top_p)
+        self.temperature, self.top_p = float(temperature), float(top_p)
+        self.generator = torch.Generator().manual_seed(int(seed))  # CPU: the same draws on every device
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.images = image_settings
@@ -221,7 +234,8 @@ class QwenPolicy:
     @classmethod
     def from_pretrained(cls, model=DEFAULT_MODEL, adapter=None, memory: str = "egosphere", device=None, dtype=None,
                         max_new_tokens: int = 32, decoding: str = "constrained", prefix_cache: bool = True,
-                        merge_adapter: bool = True, fov_deg=DEFAULT_FOV_DEG) -> "QwenPolicy":
+                        merge_adapter: bool = True, fov_deg=DEFAULT_FOV_DEG, temperature: float = 1.0,
+                        top_p: float = 1.0, seed: int = 0) -> "QwenPolicy":
         """Load Qwen3-VL (local directory or hub id) and optionally a LoRA adapter directory, once.
 
         device: "cuda", "cpu", ... (default: CUDA when available); dtype: default bf16 on CUDA, fp32 on CPU.
@@ -229,6 +243,7 @@ class QwenPolicy:
         check_memory(memory)
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}; choose one of {', '.join(DECODINGS)}")
+        check_sampling(temperature, top_p)
         hint = (f"download the weights, e.g. 'hf download {DEFAULT_MODEL} --local-dir DIR', "
                 f"and pass --model DIR")
         source = resolve_source(model, "Qwen3-VL model", f"{TINY_MODELS_FIX} or {hint}",
@@ -249,7 +264,7 @@ class QwenPolicy:
             net = load_adapter(net, adapter, merge_adapter)
         return cls(net, tokenizer, ImageSettings.from_processor(image_processor), _chat_template(source, tokenizer),
                    memory=memory, decoding=decoding, max_new_tokens=max_new_tokens, prefix_cache=prefix_cache,
-                   fov_deg=fov_deg)
+                   fov_deg=fov_deg, temperature=temperature, top_p=top_p, seed=seed)
 
     # -- Policy protocol -----------------------------------------------------------------------
 
@@ -266,13 +281,15 @@ class QwenPolicy:
         parsed = parse_action(answer.text)
         if not parsed.ok:
             failed.append(answer.text)
-            if self.decoding != "constrained":  # one retry; a constrained answer would come out the same
+            if self.decoding == "greedy":  # one retry; a grammar-bound answer would come out the same
                 answer = self.answer(encoded, "constrained")
                 parsed = parse_action(answer.text)
                 if not parsed.ok:
                     failed.append(answer.text)
         action = parsed.action if parsed.ok else Action.stop_at(None)
-        info = dict(answer.info, failed_answers=failed)
+        info = dict(answer.info, failed_answers=failed, token_ids=list(answer.tokens))
+        if self.decoding == "sample":
+            info["prompt_ids"] = encoded.input_ids[0].tolist()
         if not parsed.ok:
             info["parse_error"] = parsed.error
         return Decision(action, answer.text, len(failed), info)
@@ -286,8 +303,10 @@ class QwenPolicy:
         return self.tokenizer.apply_chat_template(prompt.messages, chat_template=self.chat_template, tokenize=False,
                                                   add_generation_prompt=True)
 
-    def encode(self, prompt: Prompt) -> EncodedPrompt:
-        """Chat template, image tokens expanded to each image's merged patch count, pixels patched on the device."""
+    def encode(self, prompt: Prompt, device=None) -> EncodedPrompt:
+        """Chat template, image tokens expanded to each image's merged patch count, pixels patched on
+        ``device`` (default: the model's; a data loader asks for "cpu")."""
+        device = self.device if device is None else torch.device(device)
         text = self.prompt_text(prompt)
         parts = text.split(IMAGE_PAD)
         if len(parts) - 1 != len(prompt.images):
@@ -295,7 +314,7 @@ class QwenPolicy:
                              f"{len(prompt.images)} images; check the model's chat_template")
         patches, grids = [], []
         for img in prompt.images:
-            px, grid = image_patches(img, self.images, self.device)
+            px, grid = image_patches(img, self.images, device)
             patches.append(px)
             grids.append(grid)
         merge = self.images.merge_size ** 2
@@ -303,27 +322,65 @@ class QwenPolicy:
         for grid, part in zip(grids, parts[1:]):
             pieces.append(IMAGE_PAD * (grid[1] * grid[2] // merge))
             pieces.append(part)
-        ids = torch.tensor([self.tokenizer("".join(pieces))["input_ids"]], dtype=torch.long, device=self.device)
+        ids = torch.tensor([self.tokenizer("".join(pieces))["input_ids"]], dtype=torch.long, device=device)
         mm = (ids == self.image_token_id).to(torch.int32)
         pixel_values = torch.cat(patches) if patches else None
-        grid_thw = torch.tensor(grids, dtype=torch.long, device=self.device) if grids else None
+        grid_thw = torch.tensor(grids, dtype=torch.long, device=device) if grids else None
         return EncodedPrompt(ids, mm, pixel_values, grid_thw)
 
-    def training_inputs(self, prompt: Prompt, answer: str) -> dict:
-        """Model inputs for supervised training on one decision, tokenized exactly as at inference: the
-        prompt of :meth:`encode` followed by ``answer`` and the end-of-turn token; ``labels`` is -100 on the
-        prompt (the loss covers the answer and its end). Tensors of shape (1, L + answer length)."""
-        enc = self.encode(prompt)
+    def answer_ids(self, answer: str) -> list[int]:
+        """The token ids of an answer text as a demonstration: the tokenizer's split of ``answer`` and the
+        end-of-turn token. Tokenized once, where the text is made (SFT data); sampled answers keep the ids
+        the decoder wrote."""
         end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        answer_ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [end if isinstance(end, int)
-                                                                                     else self.eos_ids[0]]
-        tail = torch.tensor([answer_ids], dtype=torch.long, device=self.device)
+        return self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [end if isinstance(end, int)
+                                                                                else self.eos_ids[0]]
+
+    def training_inputs(self, prompt: Prompt | EncodedPrompt, answer_ids) -> dict:
+        """Model inputs for supervised training on one decision: the prompt exactly as :meth:`encode` makes
+        it at inference, followed by ``answer_ids`` (token ids; a str is turned into ids by
+        :meth:`answer_ids`). ``labels`` is -100 on the prompt. Tensors of shape (1, L + answer length) on
+        the prompt's device."""
+        enc = prompt if isinstance(prompt, EncodedPrompt) else self.encode(prompt)
+        ids_list = self.answer_ids(answer_ids) if isinstance(answer_ids, str) else [int(t) for t in answer_ids]
+        if not ids_list:
+            raise ValueError("training_inputs needs at least one answer token id")
+        tail = torch.tensor([ids_list], dtype=torch.long, device=enc.input_ids.device)
         ids = torch.cat([enc.input_ids, tail], dim=1)
         labels = ids.clone()
         labels[:, :enc.length] = -100
         mm = torch.cat([enc.mm_token_type_ids, torch.zeros_like(tail, dtype=enc.mm_token_type_ids.dtype)], dim=1)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "mm_token_type_ids": mm,
                 "pixel_values": enc.pixel_values, "image_grid_thw": enc.image_grid_thw}
+
+    def logprobs(self, prompt: Prompt | EncodedPrompt, token_ids, grammar: bool = True, temperature: float = 1.0,
+                 model=None) -> torch.Tensor:
+        """Log-probabilities (n,) of the given answer ``token_ids`` (n ids) after ``prompt``, differentiable.
+
+        One forward pass over prompt + answer whose output layer runs only at the n answer positions
+        (``logits_to_keep``), so no (L, vocabulary) tensor is built. ``grammar``: log-softmax over the
+        tokens the action grammar allows at each position (the distribution the ``sample`` decoder draws
+        from), else over the whole vocabulary (the supervised loss). ``temperature`` divides the logits.
+        ``model``: the module to run (e.g. the wrapper an accelerator prepared; default the policy's).
+        """
+        batch = self.training_inputs(prompt, token_ids)
+        n = len(token_ids)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        net = self.model if model is None else model
+        logits = net(**inputs, use_cache=False, logits_to_keep=n + 1).logits[0, :-1].float() / float(temperature)
+        targets = batch["input_ids"][0, -n:]
+        if not grammar:
+            return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+        out, text = [], ""
+        for j, token in enumerate(targets.tolist()):
+            allowed = self.constraint.allowed(text)[0]  # a fresh index: the cached one may be an inference tensor
+            if token not in allowed:
+                raise ValueError(f"answer token {token} at position {j} is outside the action grammar after "
+                                 f"{text!r}; score it with grammar=False")
+            row = logits[j].index_select(0, torch.tensor(allowed, dtype=torch.long, device=logits.device))
+            out.append(row[allowed.index(token)] - torch.logsumexp(row, dim=0))
+            text += self.constraint.pieces[token] or ""
+        return torch.stack(out)
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -333,9 +390,11 @@ class QwenPolicy:
         (model.generate restricted to the grammar token by token: the slow reference of ``constrained``)."""
         if decoding == "constrained":
             return self._decode_constrained(encoded)
+        if decoding == "sample":
+            return self._decode_sample(encoded)
         if decoding in ("greedy", "generate-constrained"):
             return self._generate(encoded, decoding == "generate-constrained")
-        raise ValueError(f"unknown decoding {decoding!r}; choose constrained, greedy or generate-constrained")
+        raise ValueError(f"unknown decoding {decoding!r}; choose constrained, greedy, sample or generate-constrained")
 
     def _generate(self, encoded: EncodedPrompt, grammar: bool) -> Answer:
         from transformers import GenerationConfig
@@ -508,3 +567,48 @@ class QwenPolicy:
         return Answer(text, tokens, {"decoding": "constrained", "prompt_tokens": length, "answer_tokens": len(tokens),
                                      "reused_prefix_tokens": reused, "forward_passes": passes,
                                      "drafted_tokens": drafted})
+
+    def _decode_sample(self, encoded: EncodedPrompt) -> Answer:
+        """Grammar-constrained sampling (module docstring), one token per forward pass after the prompt.
+        An end token that is drawn is part of ``tokens`` (and of the scored answer); an answer the grammar
+        cannot extend ends without one, as in the constrained decoder."""
+        grammar, constraint = self.grammar, self.constraint
+        cache, logits, delta, reused = self._prefill(encoded)
+        text, tokens, logps = "", [], []
+        eos = set(self.eos_ids)
+        while len(tokens) < MAX_ANSWER_TOKENS:
+            if grammar.complete(text) and not grammar.extendable(text):
+                break
+            allowed, allowed_t = constraint.allowed(text)
+            logp = torch.log_softmax(logits.index_select(0, allowed_t).float() / self.temperature, dim=0).cpu()
+            k = int(torch.multinomial(nucleus(logp.exp(), self.top_p), 1, generator=self.generator))
+            token = allowed[k]
+            tokens.append(token)
+            logps.append(float(logp[k]))
+            if token in eos:
+                break
+            text += constraint.pieces[token]
+            if grammar.complete(text) and not grammar.extendable(text):
+                break
+            logits = self._forward_token(cache, token, encoded.length + len(tokens) - 1, delta)
+        return Answer(text, tokens, {"decoding": "sample", "prompt_tokens": encoded.length, "answer_tokens": len(tokens),
+                                     "reused_prefix_tokens": reused, "logprobs": logps,
+                                     "temperature": self.temperature, "top_p": self.top_p})
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature {temperature} must be above 0 (1.0 samples the model's distribution)")
+    if not 0 < float(top_p) <= 1:
+        raise ValueError(f"top_p {top_p} must be in (0, 1] (1.0 keeps every allowed token)")
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(n,) probabilities → the same with everything outside the smallest set of mass >= ``top_p`` zeroed."""
+    if top_p >= 1.0:
+        return probs
+    order = torch.argsort(probs, descending=True)
+    before = torch.cumsum(probs[order], 0) - probs[order]  # mass of the more likely tokens
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    keep[order[before < top_p]] = True
+    return torch.where(keep, probs, torch.zeros_like(probs))

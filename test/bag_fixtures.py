@@ -1,0 +1,83 @@
+"""A teleoperated search written as a rosbag2 with the real message types (rosbags' Writer, Kilted).
+
+The operator of :func:`write_teleop_bag` turns the simulated camera in two nudged moves to the target
+and marks it: instruction, then per view ``camera/image`` + ``camera/joint_states`` (same stamp), the
+moves on ``camera/move`` and the box on ``target`` (header of the view), and the mask.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from panoseeker_ros.core.environment import SimScene, shoot
+from panoseeker_ros.core.episode import Look, Move
+from panoseeker_ros.core.geometry import joint_delta_from_move, mask_bbox, pose_to_pan_tilt, project_erp_mask
+
+NS = "/panoseeker"
+TYPES = {"camera/image": "sensor_msgs/msg/Image", "camera/joint_states": "sensor_msgs/msg/JointState",
+         "instruction": "std_msgs/msg/String", "camera/move": "sensor_msgs/msg/JointState",
+         "camera/look": "sensor_msgs/msg/JointState", "target": "geometry_msgs/msg/PolygonStamped",
+         "segmentation/mask": "sensor_msgs/msg/Image"}
+
+
+def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), target: bool = True) -> Path:
+    """Record one search of ``spec``: the start view, then one view after each (Δθ, Δϕ) of ``moves_deg``."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    T = ts.types
+    scene = SimScene(spec, config)
+    clock = [1_000_000_000]
+
+    def header(stamp_ns: int):
+        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10 ** 9,
+                                                                               nanosec=stamp_ns % 10 ** 9),
+                                        frame_id="camera")
+
+    def joints(values, stamp_ns=0):
+        return T["sensor_msgs/msg/JointState"](header=header(stamp_ns), name=["pan", "tilt"],
+                                               position=np.array(values, np.float64), velocity=np.array([], np.float64),
+                                               effort=np.array([], np.float64))
+
+    def image(arr, encoding):
+        h, w = arr.shape[:2]
+        step = w * (3 if arr.ndim == 3 else 1)
+        return T["sensor_msgs/msg/Image"](header=header(clock[0]), height=h, width=w, encoding=encoding, is_bigendian=0,
+                                          step=step, data=np.ascontiguousarray(arr).reshape(-1))
+
+    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {t: writer.add_connection(f"{NS}/{t}", TYPES[t], typestore=ts) for t in topics}
+
+        def put(topic, msg):
+            clock[0] += 10_000_000
+            if topic in conns:
+                writer.write(conns[topic], clock[0], ts.serialize_cdr(msg, TYPES[topic]))
+
+        def frame(req):
+            f = shoot(scene.camera, req)
+            clock[0] += 10_000_000
+            stamp = clock[0]
+            put("camera/image", image(f.view, "rgb8"))
+            put("camera/joint_states", joints(pose_to_pan_tilt(f.pose), stamp))
+            return f, stamp
+
+        put("instruction", T["std_msgs/msg/String"](data=spec.instruction))
+        f, stamp = frame(Look(spec.initial_pose))
+        for dt, dp in moves_deg:
+            put("camera/move", joints(joint_delta_from_move(dt, dp)))
+            f, stamp = frame(Move(dt, dp))
+        mask = project_erp_mask(scene.truth.mask, f.pose, config.camera.intrinsics())
+        x1, y1, x2, y2 = mask_bbox(mask)
+        if target:
+            pts = [T["geometry_msgs/msg/Point32"](x=float(x), y=float(y), z=0.0)
+                   for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
+            poly = T["geometry_msgs/msg/PolygonStamped"](header=header(stamp), polygon=T["geometry_msgs/msg/Polygon"](
+                points=pts))
+            put("target", poly)
+        m = T["sensor_msgs/msg/Image"](header=header(stamp), height=mask.shape[0], width=mask.shape[1],
+                                       encoding="mono8", is_bigendian=0, step=mask.shape[1],
+                                       data=(mask.astype(np.uint8) * 255).reshape(-1))
+        put("segmentation/mask", m)
+    return path

@@ -1,0 +1,102 @@
+"""SFT data: expert records that rebuild the policy's observation, view-graph augmentation, bags."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bag_fixtures import write_teleop_bag
+from panoseeker_ros.cli import main
+from panoseeker_ros.core.actions import Action
+from panoseeker_ros.core.config import load_config
+from panoseeker_ros.core.dataset import load_dataset
+from panoseeker_ros.core.geometry import pose_distance
+from panoseeker_ros.models.prompting import MEMORY_VARIANTS, build_prompt
+from panoseeker_ros.training.bags import bag_demonstrations, snap_move
+from panoseeker_ros.training.demonstrations import (DataError, RecordWriter, expert_demonstrations, load_records,
+                                                    record_observation, view_graph_demonstrations)
+from training_fixtures import simple_task, small_config
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    config = load_config(small_config(root / "small.yaml"))
+    dataset = load_dataset(simple_task(root / "scenes", 2, seed=5))
+    return root, config, dataset, expert_demonstrations(dataset, config)
+
+
+def test_records_rebuild_the_observation_the_policy_saw(task, tmp_path):
+    root, config, dataset, demos = task
+    with RecordWriter(tmp_path) as writer:
+        for result, scene in demos:
+            writer.add(result, "expert", scene)
+    records = load_records(tmp_path)
+    originals = [rec for result, _ in demos for rec in result.records]
+    assert len(records) == len(originals) == writer.count >= 2 * len(dataset)
+    for rec, orig in zip(records, originals):
+        assert rec["answer"] == orig.action.to_text()
+        obs = record_observation(rec, tmp_path)
+        for memory in MEMORY_VARIANTS:  # the same prompt text and the same pixels for every memory variant
+            a, b = build_prompt(memory, obs), build_prompt(memory, orig.observation)
+            assert a.messages == b.messages
+            assert len(a.images) == len(b.images) and all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
+    line = json.loads((tmp_path / "records.jsonl").read_text().splitlines()[1])
+    assert line["history"][0]["action"].startswith("MOVE")
+    assert (tmp_path / line["view"]).is_file() and (tmp_path / line["canvas"]).is_file()
+
+
+def test_view_graph_gives_new_starts_that_reach_the_goal(task):
+    root, config, dataset, demos = task
+    new = view_graph_demonstrations(demos, config)
+    assert len(new) >= len(dataset)  # per scene at least: each target reached from the other target's view
+    for result in new:
+        goal = next(r for r, _ in demos if result.id.startswith(r.id + "-vg-"))
+        assert goal.instruction == result.instruction
+        assert pose_distance(goal.records[-1].pose, result.records[-1].pose) < 1
+        assert pose_distance(goal.records[0].pose, result.records[0].pose) > 1  # a new start
+        assert result.records[-1].action == goal.records[-1].action  # the goal's box, at the goal's view
+        assert [rec.action.stop for rec in result.records] == [False] * (len(result.records) - 1) + [True]
+        assert result.records[-1].observation.canvas.any()
+
+
+def test_snap_move_picks_the_nearest_lattice_move():
+    assert snap_move(61.0, -2.0) == Action.move(60, 0)
+    assert snap_move(-170.0, 44.0) == Action.move(180, 30)
+    assert snap_move(8.0, -10.0) is None
+
+
+def test_a_teleoperated_bag_becomes_records(task, tmp_path, capsys):
+    root, config, dataset, _ = task
+    spec = dataset.episodes[0]  # the red square, 120° to the right
+    bag = write_teleop_bag(tmp_path / "teleop", spec, config, [(61.5, 1.0), (58.0, -0.5)])
+    (result, _), = bag_demonstrations(bag, config)
+    assert [r.action.to_text() for r in result.records[:2]] == ["MOVE +60 0", "MOVE +60 0"]
+    stop = result.records[-1].action
+    assert stop.stop and stop.box is not None and result.instruction == spec.instruction
+    assert abs(result.records[-1].pose.theta - (spec.initial_pose.theta + 119.5)) < 1e-6  # the recorded pose
+    out = tmp_path / "data"
+    assert main(["make-sft-data", "--bag", str(bag), "--out", str(out), "--config", str(root / "small.yaml")]) == 0
+    assert "bag 3" in capsys.readouterr().out
+    assert [r["source"] for r in load_records(out)] == ["bag"] * 3
+
+
+def test_a_bag_without_target_takes_the_box_of_the_mask(task, tmp_path):
+    root, config, dataset, _ = task
+    spec = dataset.episodes[1]
+    with_target = bag_demonstrations(write_teleop_bag(tmp_path / "a", spec, config, [(-120, 0)]), config)
+    topics = ("camera/image", "camera/joint_states", "instruction", "camera/move", "segmentation/mask")
+    from_mask = bag_demonstrations(write_teleop_bag(tmp_path / "b", spec, config, [(-120, 0)], topics), config)
+    assert from_mask[0][0].records[-1].action == with_target[0][0].records[-1].action
+
+
+def test_a_bag_missing_a_required_topic_is_one_line_naming_it(task, tmp_path, capsys):
+    root, config, dataset, _ = task
+    bag = write_teleop_bag(tmp_path / "nomove", dataset.episodes[0], config, [(120, 0)],
+                           ("camera/image", "camera/joint_states", "instruction", "target"))
+    with pytest.raises(DataError, match="no /panoseeker/camera/move topic"):
+        bag_demonstrations(bag, config)
+    assert main(["make-sft-data", "--bag", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err
