@@ -86,6 +86,9 @@ def _fill(cls, values: dict, where: str):
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}.{key} must be a string, got {value!r}")
         elif not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
         else:

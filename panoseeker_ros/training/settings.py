@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..core.config import ConfigError
+from ..core.config import _fill as fill_section  # the one checker of YAML sections
 
 # The language model's linear layers of Qwen3-VL (the vision tower and the output layer stay frozen).
 LANGUAGE_LINEAR = r"^model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"
@@ -76,25 +77,7 @@ class TrainingSettings:
 
 
 def _section(cls, values, where: str):
-    if values is None:
-        return cls()
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping of keys to values; check the YAML indentation")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"unknown setting {where}.{key}; known keys: {', '.join(known)}")
-        default = getattr(cls(), key)
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}.{key} must be a string, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
-        elif isinstance(default, int) and value != int(value):
-            raise ConfigError(f"{where}.{key} must be a whole number, got {value!r}")
-        kwargs[key] = type(default)(value)
-    return cls(**kwargs)
+    return cls() if values is None else fill_section(cls, values, where)
 
 
 def load_training_settings(path=None) -> TrainingSettings:

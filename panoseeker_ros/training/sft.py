@@ -1,7 +1,7 @@
 """Supervised fine-tuning on demonstration records (``make-sft-data``), with ``transformers.Trainer``.
 
 The loss is −Σ log p(a_t | V_t, M_t, I) over the answer tokens only (the action and its end token),
-averaged per token of a decision: :meth:`QwenPolicy.logprobs` scores the answer ids after the prompt of
+summed over the tokens of a decision and averaged over decisions: :meth:`QwenPolicy.logprobs` scores the answer ids after the prompt of
 :meth:`QwenPolicy.encode` (the inference prompt, one builder), with the output layer run only at the
 answer positions. LoRA (:func:`.modeling.trainable_policy`) on the language model; AdamW, cosine schedule
 with warm-up, gradient accumulation, checkpoints and resume, precision and multi-GPU (``accelerate
@@ -69,12 +69,13 @@ def one_decision(features: list[dict]) -> dict:
 
 
 def answer_nll(policy, batch: dict, model=None) -> torch.Tensor:
-    """Mean negative log-likelihood per answer token of one encoded decision (a scalar tensor)."""
+    """−Σ log p(answer tokens) of one encoded decision (a scalar tensor): summed over its tokens as in
+    the method's loss, so a long STOP box and a short MOVE weigh each of their tokens alike."""
     from ..models.qwen_policy import EncodedPrompt
 
     enc = EncodedPrompt(batch["input_ids"], batch["mm_token_type_ids"], batch.get("pixel_values"),
                         batch.get("image_grid_thw"))
-    return -policy.logprobs(enc, batch["answer_ids"][0].tolist(), grammar=False, model=model).mean()
+    return -policy.logprobs(enc, batch["answer_ids"][0].tolist(), grammar=False, model=model).sum()
 
 
 def _trainer_class():
@@ -84,7 +85,7 @@ def _trainer_class():
         def __init__(self, *args, policy=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.policy = policy
-            self.model_accepts_loss_kwargs = False  # the loss is a per-decision mean; Trainer averages over steps
+            self.model_accepts_loss_kwargs = False  # the loss is per decision; Trainer averages over accumulation
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = answer_nll(self.policy, inputs, model=model)
@@ -146,13 +147,16 @@ def train_sft(data_dir, model: str, out, settings: TrainingSettings | None = Non
 @torch.no_grad()
 def answer_metrics(policy, records: list[dict], root) -> dict:
     """Held-out evaluation: ``loss`` (mean answer NLL per token, teacher-forced) and ``accuracy`` (the
-    share of decisions where the policy's own decoder answers exactly the demonstrated action)."""
-    losses, hits = [], 0
+    share of decisions where the policy's own decoder answers exactly the demonstrated action), and the
+    ``actions`` it answered, in record order."""
+    losses, actions = [], []
     for rec in records:
         obs = record_observation(rec, root)
         enc = policy.encode(policy.prompt(obs))
         ids = policy.answer_ids(rec["answer"])
         losses.append(float(-policy.logprobs(enc, ids, grammar=False).mean()))
-        hits += policy.act(obs).action == record_action(rec)
+        actions.append(policy.act(obs).action)
     n = max(len(records), 1)
-    return {"loss": sum(losses) / n if losses else math.nan, "accuracy": hits / n, "n": len(records)}
+    hits = sum(a == record_action(rec) for a, rec in zip(actions, records))
+    return {"loss": sum(losses) / n if losses else math.nan, "accuracy": hits / n, "n": len(records),
+            "actions": actions}

@@ -1,0 +1,98 @@
+"""Multi-turn GRPO on the tiny model: group advantages, the clipped loss, the reference, and learning."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from panoseeker_ros.cli import main
+from panoseeker_ros.core.config import load_config
+from panoseeker_ros.models.qwen_policy import QwenPolicy
+from panoseeker_ros.models.tiny import build_tiny_qwen
+from panoseeker_ros.training.grpo import group_advantages, mean_reward, turn_loss
+from panoseeker_ros.training.modeling import trainable_policy
+from panoseeker_ros.training.settings import load_training_settings
+from models_fixtures import observations
+from panoseeker_ros.paths import sample_dataset
+from test_training_sft import TINY_TRAINING_YAML
+from training_fixtures import simple_task, small_config
+
+torch.set_num_threads(1)  # two shared cores: one thread each is faster than two contending
+
+UPDATES = 24
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpo")
+    model = build_tiny_qwen(root / "qwen-tiny", seed=0, init_std=0.2)
+    (root / "training.yaml").write_text(TINY_TRAINING_YAML)
+    return root, model, small_config(root / "small.yaml", max_steps=3)
+
+
+def test_group_advantages_are_standardised_within_the_group():
+    a = group_advantages([1.0, 2.0, 3.0, 6.0])
+    assert abs(a.mean()) < 1e-9 and abs(a.std() - 1) < 1e-3 and np.argmax(a) == 3
+    assert np.allclose(group_advantages([0.5] * 8), 0)  # a group that agrees teaches nothing
+
+
+def test_turn_loss_clips_the_ratio_and_its_kl_vanishes_at_the_reference():
+    old = torch.log(torch.tensor([0.5, 0.5, 0.5]))
+    new = torch.log(torch.tensor([0.5, 0.9, 0.2]))  # ratios 1, 1.8, 0.4
+    loss, s = turn_loss(new, old, new.clone(), advantage=1.0, epsilon=0.2, beta=0.1)
+    assert s["clip"] == pytest.approx(2 / 3) and s["kl"] == pytest.approx(0.0)
+    assert loss.item() == pytest.approx(-(1 + 1.2 + 0.4) / 3)  # min(ρA, clip(ρ)A) per token, averaged
+    _, s = turn_loss(new, old, old, advantage=1.0, epsilon=0.2, beta=0.1)
+    assert s["kl"] > 0
+
+
+def test_the_reference_is_the_merged_sft_model_with_the_rl_adapter_off(setup, tmp_path):
+    root, model, seek = setup
+    from peft import LoraConfig, get_peft_model
+
+    lora = load_training_settings(root / "training.yaml").lora
+    base = QwenPolicy.from_pretrained(model=model)
+    torch.manual_seed(3)
+    sft = get_peft_model(QwenPolicy.from_pretrained(model=model).model,
+                         LoraConfig(r=4, lora_alpha=4, target_modules=lora.target_modules))
+    for name, p in sft.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    sft.save_pretrained(str(tmp_path / "sft"))
+    merged = QwenPolicy.from_pretrained(model=model, adapter=tmp_path / "sft")
+    rl = trainable_policy(str(model), lora, load_config(None), merged_adapter=tmp_path / "sft")
+    for p in rl.model.parameters():  # a trained RL adapter: the policy moves away from the reference
+        if p.requires_grad:
+            p.data.normal_(0, 0.5)
+    obs = observations(sample_dataset(), moves=())[0]
+    ids = base.answer_ids("MOVE +60 0")
+    with torch.no_grad():
+        ref = [p.logprobs(p.encode(p.prompt(obs)), ids) for p in (base, merged)]
+        with rl.model.disable_adapter():
+            off = rl.logprobs(rl.encode(rl.prompt(obs)), ids)
+        on = rl.logprobs(rl.encode(rl.prompt(obs)), ids)
+    assert torch.allclose(off, ref[1], atol=1e-5)  # the SFT model ...
+    assert not torch.allclose(off, ref[0], atol=1e-3)  # ... not the base model
+    assert not torch.allclose(on, off, atol=1e-3)
+
+
+def test_grpo_raises_the_mean_group_reward(setup, capsys):
+    root, model, seek = setup
+    simple_task(root / "task", 4, seed=1)
+    out = root / "run"
+    assert main(["train-grpo", "--dataset", str(root / "task"), "--model", str(model), "--out", str(out),
+                 "--max-steps", str(UPDATES), "--config", str(root / "training.yaml"), "--seek-config", str(seek),
+                 "--quiet"]) == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == list(range(1, UPDATES + 1))
+    assert all({"reward", "sr", "steps", "kl", "clip", "loss", "lr"} <= set(h) for h in history)
+    assert history[0]["kl"] < 1e-6  # the first update scores with the RL adapter still at zero
+    first, last = mean_reward(history, 1, UPDATES // 3 + 1), mean_reward(history, UPDATES - UPDATES // 3 + 1,
+                                                                          UPDATES + 1)
+    with capsys.disabled():
+        print(f"\nGRPO mean group reward: updates 1-{UPDATES // 3} {first:+.3f}, "
+              f"updates {UPDATES - UPDATES // 3 + 1}-{UPDATES} {last:+.3f}")
+    assert last > first + 0.3
+    assert (out / "adapter" / "adapter_config.json").is_file()
