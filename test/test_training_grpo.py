@@ -29,6 +29,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("grpo")
     model = build_tiny_qwen(root / "qwen-tiny", seed=0, init_std=0.2)
     (root / "training.yaml").write_text(TINY_TRAINING_YAML)
+    simple_task(root / "task", 4, seed=1)
     return root, model, small_config(root / "small.yaml", max_steps=3)
 
 
@@ -76,11 +77,16 @@ def test_the_reference_is_the_merged_sft_model_with_the_rl_adapter_off(setup, tm
     assert torch.allclose(off, ref[1], atol=1e-5)  # the SFT model ...
     assert not torch.allclose(off, ref[0], atol=1e-3)  # ... not the base model
     assert not torch.allclose(on, off, atol=1e-3)
+    out = tmp_path / "rl"  # train-grpo on top of the SFT adapter: its first update is at the reference
+    assert main(["train-grpo", "--dataset", str(root / "task"), "--model", str(model), "--adapter",
+                 str(tmp_path / "sft"), "--out", str(out), "--max-steps", "1", "--config", str(root / "training.yaml"),
+                 "--seek-config", str(seek), "--quiet"]) == 0
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["kl"] < 1e-6 and first["clip"] == 0.0
 
 
 def test_grpo_raises_the_mean_group_reward(setup, capsys):
     root, model, seek = setup
-    simple_task(root / "task", 4, seed=1)
     out = root / "run"
     assert main(["train-grpo", "--dataset", str(root / "task"), "--model", str(model), "--out", str(out),
                  "--max-steps", str(UPDATES), "--config", str(root / "training.yaml"), "--seek-config", str(seek),
