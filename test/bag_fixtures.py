@@ -6,10 +6,12 @@ moves on ``camera/move`` and the box on ``target`` (header of the view), and the
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from panoseeker_ros.core.actions import Action, pixels_to_box
 from panoseeker_ros.core.environment import SimScene, shoot
 from panoseeker_ros.core.episode import Look, Move
 from panoseeker_ros.core.geometry import joint_delta_from_move, mask_bbox, pose_to_pan_tilt, project_erp_mask
@@ -18,11 +20,15 @@ NS = "/panoseeker"
 TYPES = {"camera/image": "sensor_msgs/msg/Image", "camera/joint_states": "sensor_msgs/msg/JointState",
          "instruction": "std_msgs/msg/String", "camera/move": "sensor_msgs/msg/JointState",
          "camera/look": "sensor_msgs/msg/JointState", "target": "geometry_msgs/msg/PolygonStamped",
-         "segmentation/mask": "sensor_msgs/msg/Image"}
+         "segmentation/mask": "sensor_msgs/msg/Image", "feedback": "std_msgs/msg/String"}
 
 
-def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), target: bool = True) -> Path:
-    """Record one search of ``spec``: the start view, then one view after each (Δθ, Δϕ) of ``moves_deg``."""
+def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), target: bool = True,
+                     policy: bool = False) -> Path:
+    """Record one search of ``spec``: the start view, then one view after each (Δθ, Δϕ) of ``moves_deg``.
+
+    ``policy``: as the policy node runs it: a view from before the search, the look to the start pose,
+    a ``feedback`` line per decision, and the alignment look and carried box after the STOP box."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -63,13 +69,24 @@ def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), t
             put("camera/joint_states", joints(pose_to_pan_tilt(f.pose), stamp))
             return f, stamp
 
+        def feedback(action: str, stamp_ns: int):
+            if policy:
+                put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 0, "action": action,
+                                                                          "stamp": stamp_ns})))
+
         put("instruction", T["std_msgs/msg/String"](data=spec.instruction))
+        if policy:  # the camera still shows the last search's view; the episode looks at its start pose
+            frame(Look(spec.initial_pose.moved(90, 30)))
+            put("camera/look", joints(pose_to_pan_tilt(spec.initial_pose)))
         f, stamp = frame(Look(spec.initial_pose))
         for dt, dp in moves_deg:
+            feedback(Action.move(dt, dp).to_text(), stamp)
             put("camera/move", joints(joint_delta_from_move(dt, dp)))
             f, stamp = frame(Move(dt, dp))
-        mask = project_erp_mask(scene.truth.mask, f.pose, config.camera.intrinsics())
+        intr = config.camera.intrinsics()
+        mask = project_erp_mask(scene.truth.mask, f.pose, intr)
         x1, y1, x2, y2 = mask_bbox(mask)
+        feedback(Action.stop_at(pixels_to_box((x1, y1, x2, y2), intr.width, intr.height)).to_text(), stamp)
         if target:
             pts = [T["geometry_msgs/msg/Point32"](x=float(x), y=float(y), z=0.0)
                    for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
@@ -80,4 +97,9 @@ def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), t
                                        encoding="mono8", is_bigendian=0, step=mask.shape[1],
                                        data=(mask.astype(np.uint8) * 255).reshape(-1))
         put("segmentation/mask", m)
+        if policy:  # alignment: a look, the new view, the carried box
+            put("camera/look", joints(pose_to_pan_tilt(f.pose.moved(3, 2))))
+            f, stamp = frame(Look(f.pose.moved(3, 2)))
+            put("target", T["geometry_msgs/msg/PolygonStamped"](header=header(stamp), polygon=T[
+                "geometry_msgs/msg/Polygon"](points=pts[:1] * 4)))
     return path

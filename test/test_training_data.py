@@ -82,6 +82,19 @@ def test_a_teleoperated_bag_becomes_records(task, tmp_path, capsys):
     assert [r["source"] for r in load_records(out)] == ["bag"] * 3
 
 
+def test_a_bag_of_a_policy_search_follows_its_feedback(task, tmp_path):
+    """A stale view and the look to the start before the search, an alignment look after STOP: only the
+    decisions of the feedback lines count, on the views they name."""
+    root, config, dataset, _ = task
+    spec = dataset.episodes[0]
+    teleop = bag_demonstrations(write_teleop_bag(tmp_path / "t", spec, config, [(60, 0), (60, 0)]), config)
+    (result, _), = bag_demonstrations(write_teleop_bag(tmp_path / "p", spec, config, [(60, 0), (60, 0)],
+                                                       policy=True), config)
+    assert [r.action for r in result.records] == [r.action for r in teleop[0][0].records]
+    assert [r.pose for r in result.records] == [r.pose for r in teleop[0][0].records]
+    assert result.records[0].pose == spec.initial_pose
+
+
 def test_a_bag_without_target_takes_the_box_of_the_mask(task, tmp_path):
     root, config, dataset, _ = task
     spec = dataset.episodes[1]

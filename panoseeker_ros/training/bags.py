@@ -6,11 +6,15 @@ next):
 
 * frames: ``camera/image`` (rgb8 or bgr8) joined to ``camera/joint_states`` (pan, tilt rad) by identical
   header stamp;
-* decisions: every ``camera/move`` (relative, [Δpan, Δtilt] rad) and ``camera/look`` (absolute) before
-  the STOP view, in bag-time order; those between two frames are summed, and each is snapped to the
-  action lattice (nearest Δθ and Δϕ of core/actions.py; a move that snaps to 0, 0 is no decision);
-* the STOP view and box: the ``target`` polygon (view pixels) and the frame with its header stamp, or
-  else the bounding box of ``segmentation/mask`` on the frame with the mask's header stamp.
+* decisions of a search the policy made: its ``feedback`` lines (the action, and the stamp of the view
+  it was decided on), exactly;
+* decisions of a teleoperated search (no ``feedback``): every ``camera/move`` (relative, [Δpan, Δtilt]
+  rad) and ``camera/look`` (absolute) before the STOP view, in bag-time order; those between two frames
+  are summed, and each is snapped to the action lattice (nearest Δθ and Δϕ of core/actions.py; a move
+  that snaps to 0, 0 is no decision);
+* the STOP view and box: the first ``target`` polygon of the search (view pixels; later ones are the
+  alignment's carried boxes) and the frame with its header stamp, or else the bounding box of the first
+  ``segmentation/mask`` (the answer to that target) on the frame with the mask's header stamp.
 
 The views after each decision are the recorded ones at their recorded poses, so the Episode stepper
 (:func:`.demonstrations.replay`) rebuilds the EgoSphere canvas the policy would have drawn (the bag's
@@ -18,20 +22,22 @@ The views after each decision are the recorded ones at their recorded poses, so 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..core.actions import DPHI_VALUES, DTHETA_VALUES, Action, pixels_to_box
+from ..core.actions import DPHI_VALUES, DTHETA_VALUES, Action, parse_action, pixels_to_box
 from ..core.config import SeekConfig
 from ..core.episode import EpisodeResult, Frame
 from ..core.geometry import mask_bbox, move_from_joint_delta, pan_tilt_to_pose, wrap_deg
 from .demonstrations import DataError, replay
 
-IMAGE, POSE, INSTRUCTION, MOVE, LOOK, TARGET, MASK = ("camera/image", "camera/joint_states", "instruction",
-                                                      "camera/move", "camera/look", "target", "segmentation/mask")
-REQUIRED = (IMAGE, POSE, INSTRUCTION, MOVE)  # and TARGET or MASK
+IMAGE, POSE, INSTRUCTION, MOVE, LOOK, TARGET, MASK, FEEDBACK = (
+    "camera/image", "camera/joint_states", "instruction", "camera/move", "camera/look", "target",
+    "segmentation/mask", "feedback")
+REQUIRED = (IMAGE, POSE, INSTRUCTION, MOVE)  # and TARGET, MASK or FEEDBACK
 JOINTS = ("pan", "tilt")
 
 
@@ -95,13 +101,14 @@ def read_bag(path) -> list[_Search]:
         if not images:
             raise DataError(f"bag {path} has no {IMAGE} topic; record the training topics (panoseeker record)")
         ns = images[0][:-len(IMAGE)]
-        have = {name: topics.get(ns + name) for name in (IMAGE, POSE, INSTRUCTION, MOVE, LOOK, TARGET, MASK)}
+        have = {name: topics.get(ns + name) for name in (IMAGE, POSE, INSTRUCTION, MOVE, LOOK, TARGET, MASK, FEEDBACK)}
         for name in REQUIRED:
             if have[name] is None:
                 raise DataError(f"bag {path} has no {ns}{name} topic; record it (panoseeker record records the "
                                 f"training topics)")
-        if have[TARGET] is None and have[MASK] is None:
-            raise DataError(f"bag {path} has neither {ns}{TARGET} nor {ns}{MASK}; record one of them for the STOP box")
+        if have[TARGET] is None and have[MASK] is None and have[FEEDBACK] is None:
+            raise DataError(f"bag {path} has none of {ns}{TARGET}, {ns}{MASK}, {ns}{FEEDBACK}; record one of them "
+                            f"for the STOP box")
         kinds = {have[k].topic: k for k in have if have[k] is not None}
         searches: list[_Search] = []
         views: dict[int, tuple[int, np.ndarray]] = {}
@@ -128,6 +135,13 @@ def read_bag(path) -> list[_Search]:
                 search.events.append((t, TARGET, (_stamp(msg.header), pts)))
             elif kind == MASK:
                 search.events.append((t, MASK, (_stamp(msg.header), _rgb(msg, conn.topic) > 127)))
+            elif kind == FEEDBACK:
+                try:
+                    line = json.loads(str(msg.data))
+                    search.events.append((t, FEEDBACK, (int(line["stamp"]), str(line["action"]))))
+                except (ValueError, KeyError, TypeError):
+                    raise DataError(f"bag {path}: a {conn.topic} message is not the documented JSON "
+                                    f"(stamp, action); record the policy node's feedback") from None
             for stamp in [s for s in views if s in poses]:  # a frame is complete when both halves are in
                 bag_time, view = views.pop(stamp)
                 search.events.append((bag_time, "frame", Frame(view, pan_tilt_to_pose(*poses.pop(stamp)),
@@ -140,14 +154,14 @@ def read_bag(path) -> list[_Search]:
 
 
 def _stop_point(search: _Search, frames: list[tuple[int, Frame]], intr) -> tuple[int, Frame, Action] | None:
-    """(bag time, frame, STOP action) of the search's box: the target polygon, else the final mask."""
+    """(bag time, frame, STOP action) of the search's box: the first target polygon, else the first mask."""
     by_stamp = {round(f.stamp * 1e9): (t, f) for t, f in frames}
     for _, kind, payload in search.events:
         if kind == TARGET and len(payload[1]) >= 3 and payload[0] in by_stamp:
             xs, ys = zip(*payload[1])
             t, f = by_stamp[payload[0]]
             return t, f, Action.stop_at(pixels_to_box((min(xs), min(ys), max(xs), max(ys)), intr.width, intr.height))
-    for _, kind, payload in reversed(search.events):
+    for _, kind, payload in search.events:
         if kind == MASK and payload[0] in by_stamp and payload[1].any():
             t, f = by_stamp[payload[0]]
             x1, y1, x2, y2 = mask_bbox(payload[1])
@@ -163,6 +177,13 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
     for n, search in enumerate(read_bag(path)):
         name = f"{Path(path).name}-{n:03d}"
         frames = [(t, f) for t, kind, f in search.events if kind == "frame"]
+        if any(kind == FEEDBACK for _, kind, _ in search.events):
+            demo = _policy_decisions(search, frames)
+            if isinstance(demo, str):
+                on_skip(f"bag {path}: search {n} ({search.instruction!r}): {demo}; skipped")
+            else:
+                out.append((replay(search.instruction, demo[0], demo[1], config, name, ""), str(path)))
+            continue
         stop = _stop_point(search, frames, intr)
         if stop is None:
             on_skip(f"bag {path}: search {n} ({search.instruction!r}) has no target box or mask on a recorded view; "
@@ -199,3 +220,20 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
         result = replay(search.instruction, views, actions + [stop_action], config, name, "")
         out.append((result, str(path)))
     return out
+
+
+def _policy_decisions(search: _Search, frames) -> tuple[list[Frame], list[Action]] | str:
+    """The views and actions of the search's ``feedback`` lines, or why they do not make a demonstration."""
+    by_stamp = {round(f.stamp * 1e9): f for _, f in frames}
+    views, actions = [], []
+    for _, kind, (stamp, text) in ((t, k, p) for t, k, p in search.events if k == FEEDBACK):
+        parsed = parse_action(text)
+        if not parsed.ok or stamp not in by_stamp:
+            return f"decision {text!r} is not an action on a recorded view"
+        views.append(by_stamp[stamp])
+        actions.append(parsed.action)
+        if parsed.action.stop:
+            break
+    if not actions or not actions[-1].stop or actions[-1].box is None:
+        return "the policy did not stop with a box"
+    return views, actions
