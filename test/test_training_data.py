@@ -61,6 +61,18 @@ def test_view_graph_gives_new_starts_that_reach_the_goal(task):
         assert result.records[-1].observation.canvas.any()
 
 
+def test_make_sft_data_writes_expert_and_view_graph_records(task, tmp_path, capsys):
+    root, config, dataset, demos = task
+    out = tmp_path / "data"
+    assert main(["make-sft-data", "--dataset", str(dataset.path), "--view-graph", "--out", str(out),
+                 "--config", str(root / "small.yaml")]) == 0
+    sources = [r["source"] for r in load_records(out)]
+    assert sources.count("expert") == sum(len(r.records) for r, _ in demos)
+    assert sources.count("view-graph") >= 2 * len(dataset)  # each new demonstration: a move, then STOP
+    assert f"expert {sources.count('expert')}, view-graph {sources.count('view-graph')}" in capsys.readouterr().out
+    assert main(["make-sft-data", "--dataset", str(dataset.path), "--out", str(out)]) == 2  # never overwritten
+
+
 def test_snap_move_picks_the_nearest_lattice_move():
     assert snap_move(61.0, -2.0) == Action.move(60, 0)
     assert snap_move(-170.0, 44.0) == Action.move(180, 30)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from panoseeker_ros.cli import main
+from panoseeker_ros.core.actions import parse_action
 from panoseeker_ros.core.config import load_config
 from panoseeker_ros.models.qwen_policy import QwenPolicy
 from panoseeker_ros.models.tiny import build_tiny_qwen
@@ -83,6 +84,8 @@ def test_the_reference_is_the_merged_sft_model_with_the_rl_adapter_off(setup, tm
                  "--seek-config", str(seek), "--quiet"]) == 0
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first["kl"] < 1e-6 and first["clip"] == 0.0
+    both = QwenPolicy.from_pretrained(model=model, adapter=f"{tmp_path / 'sft'},{out / 'adapter'}")  # as eval loads it
+    assert parse_action(both.act(obs).text).ok
 
 
 def test_grpo_raises_the_mean_group_reward(setup, capsys):
@@ -102,3 +105,15 @@ def test_grpo_raises_the_mean_group_reward(setup, capsys):
               f"updates {UPDATES - UPDATES // 3 + 1}-{UPDATES} {last:+.3f}")
     assert last > first + 0.3
     assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_train_grpo_resumes_from_its_checkpoint(setup, tmp_path):
+    root, model, seek = setup
+    (tmp_path / "t.yaml").write_text(TINY_TRAINING_YAML.replace("beta: 0.04}", "beta: 0.04, save_steps: 1}"))
+    args = ["train-grpo", "--dataset", str(root / "task"), "--model", str(model), "--out", str(tmp_path / "rl"),
+            "--config", str(tmp_path / "t.yaml"), "--seek-config", str(seek), "--quiet"]
+    assert main(args + ["--max-steps", "2"]) == 0
+    assert main(args + ["--max-steps", "3"]) == 2  # a run is never overwritten
+    assert main(args + ["--max-steps", "3", "--resume"]) == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3] and (tmp_path / "rl" / "checkpoints" / "update-3" / "adapter_config.json").is_file()

@@ -157,6 +157,15 @@ def _chat_template(source: str, tokenizer) -> str:
     raise ModelLoadError(f"{source} has no chat template (chat_template.jinja); copy the one of the base model there")
 
 
+def adapter_dirs(adapter) -> list:
+    """The adapter directories to apply in order: None, one directory, a list, or 'SFT_DIR,RL_DIR'."""
+    if not adapter:
+        return []
+    if isinstance(adapter, (list, tuple)):
+        return list(adapter)
+    return [part for part in str(adapter).split(",") if part]
+
+
 def load_adapter(model, adapter, merge: bool = True):
     """Apply a PEFT LoRA adapter directory; merged into the weights by default (no per-step LoRA cost)."""
     path = Path(str(adapter)).expanduser()
@@ -236,7 +245,8 @@ class QwenPolicy:
                         max_new_tokens: int = 32, decoding: str = "constrained", prefix_cache: bool = True,
                         merge_adapter: bool = True, fov_deg=DEFAULT_FOV_DEG, temperature: float = 1.0,
                         top_p: float = 1.0, seed: int = 0) -> "QwenPolicy":
-        """Load Qwen3-VL (local directory or hub id) and optionally a LoRA adapter directory, once.
+        """Load Qwen3-VL (local directory or hub id) and optionally LoRA adapters, once: ``adapter`` is one
+        directory, or several applied in order ('SFT_DIR,RL_DIR' or a list: GRPO's adapter on its SFT one).
 
         device: "cuda", "cpu", ... (default: CUDA when available); dtype: default bf16 on CUDA, fp32 on CPU.
         """
@@ -260,8 +270,9 @@ class QwenPolicy:
             raise load_error("Qwen3-VL model", model, exc, hint) from None
         if dev.type != "cuda":
             net = net.to(dev)
-        if adapter:
-            net = load_adapter(net, adapter, merge_adapter)
+        adapters = adapter_dirs(adapter)
+        for i, one in enumerate(adapters):  # SFT then GRPO: the RL adapter was trained on the merged SFT weights
+            net = load_adapter(net, one, merge_adapter or i < len(adapters) - 1)
         return cls(net, tokenizer, ImageSettings.from_processor(image_processor), _chat_template(source, tokenizer),
                    memory=memory, decoding=decoding, max_new_tokens=max_new_tokens, prefix_cache=prefix_cache,
                    fov_deg=fov_deg, temperature=temperature, top_p=top_p, seed=seed)

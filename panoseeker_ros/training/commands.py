@@ -64,7 +64,8 @@ def cmd_train_grpo(args) -> int:
                   f"kl {m['kl']:.4f}  clip {m['clip']:.3f}", flush=True)
 
     train_grpo(args.dataset, args.model, args.out, settings, load_config(args.seek_config), adapter=args.adapter,
-               max_steps=args.max_steps, segmenter=args.segmenter, sam_model=args.sam_model, on_update=show)
+               max_steps=args.max_steps, segmenter=args.segmenter, sam_model=args.sam_model, on_update=show,
+               resume=args.resume)
     print(f"adapter in {Path(args.out) / 'adapter'}; metrics in {Path(args.out) / 'metrics.jsonl'}")
     return 0
 
@@ -106,5 +107,6 @@ def register(subparsers) -> None:
     p.add_argument("--seek-config", help="parameter YAML (camera, episode length, rewards)")
     p.add_argument("--segmenter", default="oracle", help="oracle | sam3: the masks R_term's IoU is judged on")
     p.add_argument("--sam-model", help="sam3: model directory or hub id")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no line per update")
     p.set_defaults(func=cmd_train_grpo)

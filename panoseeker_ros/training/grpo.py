@@ -64,8 +64,11 @@ def _segmenter(name: str, config: SeekConfig, truth, shared):
 
 def train_grpo(dataset_path, model: str, out, settings: TrainingSettings | None = None,
                config: SeekConfig | None = None, adapter=None, max_steps: int | None = None,
-               segmenter: str = "oracle", sam_model=None, on_update=None):
-    """Train an RL LoRA adapter with GRPO on the episodes of ``dataset_path``; returns the metrics list."""
+               segmenter: str = "oracle", sam_model=None, on_update=None, resume: bool = False):
+    """Train an RL LoRA adapter with GRPO on the episodes of ``dataset_path``; returns the metrics list.
+
+    ``resume``: continue from the newest ``RUN/checkpoints/update-N`` (adapter, optimizer, scheduler and
+    random states); the episode order after it is drawn afresh from the seed and N."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -76,8 +79,8 @@ def train_grpo(dataset_path, model: str, out, settings: TrainingSettings | None 
         raise ValueError(f"grpo.group_size={g.group_size}: a group needs at least 2 rollouts to compare")
     dataset = load_dataset(dataset_path)
     out = Path(out)
-    if (out / "metrics.jsonl").exists():
-        raise DataError(f"{out} holds a training run already; choose another --out")
+    if (out / "metrics.jsonl").exists() and not resume:
+        raise DataError(f"{out} holds a training run already; pass --resume to continue it or choose another --out")
     steps = g.max_steps if max_steps is None else int(max_steps)
     accelerator = Accelerator(gradient_accumulation_steps=g.group_size)
     set_seed(g.seed)
@@ -95,11 +98,17 @@ def train_grpo(dataset_path, model: str, out, settings: TrainingSettings | None 
 
         shared_segmenter = make_segmenter(segmenter, config, **({"model": sam_model} if sam_model else {}))
     episodes = dataset.episodes[accelerator.process_index::accelerator.num_processes] or dataset.episodes
-    order = np.random.default_rng(g.seed + accelerator.process_index)
+    done = 0
+    if resume:
+        saved = sorted((out / "checkpoints").glob("update-*/state"), key=lambda d: int(d.parent.name[7:]))
+        if saved:
+            accelerator.load_state(str(saved[-1]))
+            done = int(saved[-1].parent.name[7:])
+    order = np.random.default_rng([g.seed, accelerator.process_index, done])
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
     history = []
-    for update in range(1, steps + 1):
+    for update in range(done + 1, steps + 1):
         spec = episodes[int(order.integers(len(episodes)))]
         scenes = [SimScene(spec, config) for _ in range(g.group_size)]
         policy.model = peft_model
@@ -132,7 +141,9 @@ def train_grpo(dataset_path, model: str, out, settings: TrainingSettings | None 
                 f.write(json.dumps(metrics) + "\n")
             if on_update is not None:
                 on_update(metrics)
-            if g.save_steps and update % g.save_steps == 0:
+        if g.save_steps and update % g.save_steps == 0:
+            accelerator.save_state(str(out / "checkpoints" / f"update-{update}" / "state"))
+            if accelerator.is_main_process:
                 peft_model.save_pretrained(str(out / "checkpoints" / f"update-{update}"))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
