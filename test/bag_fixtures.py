@@ -35,7 +35,7 @@ def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), t
     ts = get_typestore(Stores.ROS2_KILTED)
     T = ts.types
     scene = SimScene(spec, config)
-    clock = [1_000_000_000]
+    clock = [1_796_157_438_328_695_745]  # a real clock's nanoseconds: more digits than a float keeps
 
     def header(stamp_ns: int):
         return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10 ** 9,
@@ -74,7 +74,8 @@ def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), t
                 put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 0, "action": action,
                                                                           "stamp": stamp_ns})))
 
-        put("instruction", T["std_msgs/msg/String"](data=spec.instruction))
+        text = json.dumps({"id": "search-1", "instruction": spec.instruction}) if policy else spec.instruction
+        put("instruction", T["std_msgs/msg/String"](data=text))  # the JSON form, as the operator sends it
         if policy:  # the camera still shows the last search's view; the episode looks at its start pose
             frame(Look(spec.initial_pose.moved(90, 30)))
             put("camera/look", joints(pose_to_pan_tilt(spec.initial_pose)))

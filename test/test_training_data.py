@@ -104,7 +104,7 @@ def test_a_bag_of_a_policy_search_follows_its_feedback(task, tmp_path):
                                                        policy=True), config)
     assert [r.action for r in result.records] == [r.action for r in teleop[0][0].records]
     assert [r.pose for r in result.records] == [r.pose for r in teleop[0][0].records]
-    assert result.records[0].pose == spec.initial_pose
+    assert result.records[0].pose == spec.initial_pose and result.instruction == spec.instruction
 
 
 def test_a_bag_without_target_takes_the_box_of_the_mask(task, tmp_path):

@@ -117,7 +117,7 @@ def read_bag(path) -> list[_Search]:
             kind = kinds[conn.topic]
             msg = reader.deserialize(raw, conn.msgtype)
             if kind == INSTRUCTION:
-                searches.append(_Search(str(msg.data).strip(), t))
+                searches.append(_Search(_instruction_text(str(msg.data)), t))
                 continue
             if not searches:
                 continue  # before the first instruction
@@ -144,8 +144,8 @@ def read_bag(path) -> list[_Search]:
                                     f"(stamp, action); record the policy node's feedback") from None
             for stamp in [s for s in views if s in poses]:  # a frame is complete when both halves are in
                 bag_time, view = views.pop(stamp)
-                search.events.append((bag_time, "frame", Frame(view, pan_tilt_to_pose(*poses.pop(stamp)),
-                                                              stamp * 1e-9)))
+                search.events.append((bag_time, "frame", (stamp, Frame(view, pan_tilt_to_pose(*poses.pop(stamp)),
+                                                                      stamp * 1e-9))))
     finally:
         reader.close()
     for s in searches:
@@ -153,9 +153,21 @@ def read_bag(path) -> list[_Search]:
     return searches
 
 
-def _stop_point(search: _Search, frames: list[tuple[int, Frame]], intr) -> tuple[int, Frame, Action] | None:
+def _instruction_text(data: str) -> str:
+    """An ``instruction`` message's text: plain, or the "instruction" of the JSON form (doc/ros_interface.md)."""
+    if data.lstrip().startswith("{"):
+        try:
+            words = json.loads(data).get("instruction")
+        except (ValueError, AttributeError):
+            words = None
+        if isinstance(words, str):
+            return words.strip()
+    return data.strip()
+
+
+def _stop_point(search: _Search, frames: list[tuple[int, int, Frame]], intr) -> tuple[int, Frame, Action] | None:
     """(bag time, frame, STOP action) of the search's box: the first target polygon, else the first mask."""
-    by_stamp = {round(f.stamp * 1e9): (t, f) for t, f in frames}
+    by_stamp = {stamp: (t, f) for t, stamp, f in frames}
     for _, kind, payload in search.events:
         if kind == TARGET and len(payload[1]) >= 3 and payload[0] in by_stamp:
             xs, ys = zip(*payload[1])
@@ -176,7 +188,7 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
     out = []
     for n, search in enumerate(read_bag(path)):
         name = f"{Path(path).name}-{n:03d}"
-        frames = [(t, f) for t, kind, f in search.events if kind == "frame"]
+        frames = [(t, *payload) for t, kind, payload in search.events if kind == "frame"]  # (time, stamp ns, frame)
         if any(kind == FEEDBACK for _, kind, _ in search.events):
             demo = _policy_decisions(search, frames)
             if isinstance(demo, str):
@@ -196,6 +208,7 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
             if t > stop_time:
                 break
             if kind == "frame":
+                payload = payload[1]
                 if current is not None and pending != [0.0, 0.0]:
                     move = snap_move(*pending)
                     if move is not None:
@@ -213,7 +226,7 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
                                             b if b is not None else -np.radians(here.phi))
                     dt, dp = wrap_deg(goal.theta - here.theta), goal.phi - here.phi
                 pending = [pending[0] + dt, pending[1] + dp]
-        if current is None or current.stamp != stop_frame.stamp:
+        if current is not stop_frame:
             on_skip(f"bag {path}: search {n} ({search.instruction!r}): the box is not on the last view; skipped")
             continue
         views.append(stop_frame)
@@ -224,7 +237,7 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
 
 def _policy_decisions(search: _Search, frames) -> tuple[list[Frame], list[Action]] | str:
     """The views and actions of the search's ``feedback`` lines, or why they do not make a demonstration."""
-    by_stamp = {round(f.stamp * 1e9): f for _, f in frames}
+    by_stamp = {stamp: f for _, stamp, f in frames}
     views, actions = [], []
     for _, kind, (stamp, text) in ((t, k, p) for t, k, p in search.events if k == FEEDBACK):
         parsed = parse_action(text)
