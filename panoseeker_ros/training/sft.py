@@ -115,11 +115,14 @@ def train_sft(data_dir, model: str, out, settings: TrainingSettings | None = Non
     s = settings.sft
     records = load_records(data_dir)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not resume:
-        if (out / "metrics.jsonl").exists():
-            raise DataError(f"{out} holds a training run already; pass --resume to continue it or choose another --out")
+    if (out / "metrics.jsonl").exists() and not resume:
+        raise DataError(f"{out} holds a training run already; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    policy = trainable_policy(model, settings.lora, config, memory=s.memory, precision=s.precision)
+    from accelerate import PartialState
+
+    device = PartialState().device  # this process's device under accelerate launch (not every process on GPU 0)
+    policy = trainable_policy(model, settings.lora, config, memory=s.memory, precision=s.precision,
+                              device=str(device))
     dtype = precision_dtype(s.precision)
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=s.per_device_batch,
