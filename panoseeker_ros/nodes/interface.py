@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 
+from ..core.instruction import InstructionError, parse_instruction  # noqa: F401 - the instruction message's form
+from ..core.instruction import json_object as loads  # noqa: F401 - a payload back, or None: not a JSON object
 from . import NODES  # noqa: F401 - the graph's processes, named here with everything else of the interface
 
 DEFAULT_NAMESPACE = "/panoseeker"
@@ -142,34 +144,3 @@ SERVICES = (
 def dumps(payload: dict) -> str:
     """The JSON text of a status / feedback / result payload (compact, UTF-8 kept)."""
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-
-
-class InstructionError(ValueError):
-    """An instruction message that cannot start a search; ``id`` is its id when it had one."""
-
-    def __init__(self, message: str, rid: str | None = None):
-        super().__init__(message)
-        self.id = rid
-
-
-def parse_instruction(text: str) -> tuple[str | None, str]:
-    """An instruction message → (id, instruction): JSON ``{"id": ..., "instruction": ...}`` or plain text
-    (id None). Raises :class:`InstructionError` (one line) for a JSON object without a text instruction."""
-    payload = loads(text) if text.lstrip().startswith("{") else None
-    if payload is None:
-        return None, text
-    rid = None if payload.get("id") is None else str(payload["id"])
-    words = payload.get("instruction")
-    if not isinstance(words, str):
-        raise InstructionError('the JSON instruction has no "instruction" text; send {"id": "...", '
-                               '"instruction": "the chair next to the bed"} or plain text', rid)
-    return rid, words
-
-
-def loads(text: str) -> dict | None:
-    """A payload back, or None when the text is not a JSON object."""
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

@@ -98,7 +98,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         declare(self, "autostart", True, "configure and activate at start-up")
         self.backend = declare(self, "backend", "expert", "policy backend", choices=POLICIES)
         self.model = declare(self, "model", "", "qwen: model directory (or hub id); empty: the default")
-        self.adapter = declare(self, "adapter", "", "qwen: LoRA adapter directory; empty: none")
+        self.adapter = declare(self, "adapter", "", "qwen: LoRA adapter directory, or SFT_DIR,RL_DIR applied in "
+                                                    "order; empty: none")
         self.memory = declare(self, "memory", "", "qwen: memory kind (e.g. egosphere); empty: the default")
         self.device = declare(self, "device", "", "qwen: torch device (e.g. cuda, cpu); empty: automatic")
         self.decoding = declare(self, "decoding", "", "qwen: decoding (e.g. constrained, greedy); empty: the default")
@@ -216,7 +217,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         if self.backend == "random":
             return scene, make_policy("random", self.config, seed=self.seed)
         opts = {"model": resolve_model_param(who, "model", self.model, "a local Qwen3-VL model directory"),
-                "adapter": resolve_model_param(who, "adapter", self.adapter, "a LoRA adapter directory"),
+                "adapter": ",".join(resolve_model_param(who, "adapter", part, "a LoRA adapter directory")
+                                    for part in self.adapter.split(",") if part.strip()) or None,
                 "memory": self.memory or None, "device": self.device or None, "decoding": self.decoding or None}
         return scene, make_policy("qwen", self.config, **{k: v for k, v in opts.items() if v is not None})
 

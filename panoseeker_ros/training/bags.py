@@ -32,6 +32,7 @@ from ..core.actions import DPHI_VALUES, DTHETA_VALUES, Action, parse_action, pix
 from ..core.config import SeekConfig
 from ..core.episode import EpisodeResult, Frame
 from ..core.geometry import mask_bbox, move_from_joint_delta, pan_tilt_to_pose, wrap_deg
+from ..core.instruction import InstructionError, parse_instruction
 from .demonstrations import DataError, replay
 
 IMAGE, POSE, INSTRUCTION, MOVE, LOOK, TARGET, MASK, FEEDBACK = (
@@ -155,14 +156,10 @@ def read_bag(path) -> list[_Search]:
 
 def _instruction_text(data: str) -> str:
     """An ``instruction`` message's text: plain, or the "instruction" of the JSON form (doc/ros_interface.md)."""
-    if data.lstrip().startswith("{"):
-        try:
-            words = json.loads(data).get("instruction")
-        except (ValueError, AttributeError):
-            words = None
-        if isinstance(words, str):
-            return words.strip()
-    return data.strip()
+    try:
+        return parse_instruction(data)[1].strip()
+    except InstructionError:
+        return data.strip()
 
 
 def _stop_point(search: _Search, frames: list[tuple[int, int, Frame]], intr) -> tuple[int, Frame, Action] | None:
