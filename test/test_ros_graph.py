@@ -6,6 +6,7 @@ stopped in the fixture's teardown whatever happens.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -487,6 +488,14 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
         _, _, raw = next(reader.messages(connections=images))
         img = store.deserialize_cdr(raw, "sensor_msgs/msg/Image")
         assert (img.width, img.height, img.encoding) == (1024, 768, "rgb8")
+    # the bag the recorder wrote becomes SFT data: one record per decision of the search, in order
+    data = tmp_path / "sft"
+    made = subprocess.run([sys.executable, "-m", "panoseeker_ros.cli", "make-sft-data", "--bag", str(bag),
+                           "--out", str(data)], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    records = [json.loads(line) for line in (data / "records.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in records] == [fb["action"] for fb in outcome.feedback]
+    assert all((data / r["view"]).is_file() and (data / r["canvas"]).is_file() for r in records)
 
 
 def test_missing_model_directory_fails_activation_with_one_line(tmp_path):
