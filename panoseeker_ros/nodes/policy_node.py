@@ -127,7 +127,6 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.searches = 0
         self.camera_sent_ns = 0  # the newest camera command this node sent ...
         self.newest_view_ns = 0  # ... and the newest view: the camera is idle once this is later
-        self.camera_state = "unknown"
         self.segmenter_state = "unknown"
 
         control = MutuallyExclusiveCallbackGroup()  # instructions and cancel, one at a time
@@ -407,7 +406,6 @@ class PolicyNode(AutostartMixin, LifecycleNode):
     def _on_camera_status(self, msg: String) -> None:
         payload = api.loads(msg.data) or {}
         state, message = payload.get("state", "unknown"), payload.get("message", "")
-        self.camera_state = state
         with self.lock:
             search = self.search
             if search is None or search.ended:
