@@ -8,13 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PANORAMA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "panoramas" / "bedroom_1024x512.png"
 SAMPLE = Path(__file__).resolve().parents[1] / "sim" / "bedroom" / "bedroom_1024x512.png"
 
 
 def real_panorama(width: int = 2048) -> np.ndarray:
     """The real bedroom panorama, resized (bicubic) to width × width/2, RGB uint8."""
-    path = SAMPLE if SAMPLE.is_file() else PANORAMA
+    path = SAMPLE
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise SystemExit(f"cannot read the panorama {path}")

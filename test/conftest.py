@@ -10,9 +10,10 @@ import pytest
 from panoseeker_ros.core.dataset import EpisodeSpec, load_rgb, save_dataset
 from panoseeker_ros.core.geometry import Pose, spherical_centroid
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "panoramas"
-CUBE = SHARED / "cube_faces_1024x512.png"
-BEDROOM = SHARED / "bedroom_1024x512.png"
+ROOT = Path(__file__).resolve().parents[1]
+# Test data ships with the repository (credits: test/data/SOURCES.md, sim/bedroom/SOURCES.md).
+CUBE = ROOT / "test" / "data" / "cube_faces_1024x512.png"
+BEDROOM = ROOT / "sim" / "bedroom" / "bedroom_1024x512.png"
 
 
 @pytest.fixture(scope="session")

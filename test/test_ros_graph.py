@@ -46,7 +46,7 @@ from panoseeker_ros.nodes.launcher import Graph, node_command, write_overrides  
 from panoseeker_ros.nodes.operator import Operator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CUBE = ROOT.parent / "shared" / "data" / "panoramas" / "cube_faces_1024x512.png"
+CUBE = ROOT / "test" / "data" / "cube_faces_1024x512.png"
 PARAMS = ROOT / "config" / "seek.yaml"
 NS = f"/panoseeker_test_{os.getpid()}"  # a random domain and a namespace of our own: no crosstalk
 EPISODE = "cube-1"  # starts at θ = 180°, the target is at θ ≈ 90°: at least two decisions
@@ -624,6 +624,8 @@ def test_a_node_that_dies_is_announced_then_restarted_or_the_graph_stops(green_d
         pids = dict(re.findall(r"(\w+_node) \(pid (\d+)\)", first))
         watch = _StatusWatch(domain, ns)
         assert watch.op.wait_ready(60) is None
+        # the launcher's status publisher lives from the start: the watch knows it before anything fails
+        watch.wait(lambda: watch.node.count_publishers(api.STATUS) >= 2, 20, "the launcher's status publisher")
         os.kill(int(pids["policy_node"]), signal.SIGKILL)
         watch.wait(lambda: any(s.get("graph") for s in watch.states()), 20, "the launcher's failed status")
         failed = [s for s in watch.states() if s.get("graph")][0]

@@ -137,43 +137,51 @@ def _raise_stop(signum, frame):
     raise _Stop()
 
 
-def announce_failure(namespace: str, message: str, env: dict | None = None) -> None:
-    """Publish a final ``failed`` status in ``namespace`` (the policy node cannot when it died), and wait
-    until the subscribers have it (a few seconds at most)."""
-    import rclpy
-    from rclpy.duration import Duration
-    from rclpy.node import Node
-    from rclpy.signals import SignalHandlerOptions
-    from std_msgs.msg import String
+class FailureAnnouncer:
+    """The launcher's own ``status`` publisher in the graph's namespace, alive from the graph's start, so
+    that when a node dies the others already know it (discovery is long done) and its final ``failed``
+    status reaches them at once (the policy node cannot say it when it is the one that died)."""
 
-    from . import interface as api
+    def __init__(self, namespace: str, env: dict | None = None):
+        import rclpy
+        from rclpy.node import Node
+        from rclpy.signals import SignalHandlerOptions
+        from std_msgs.msg import String
 
-    context = rclpy.Context()
-    domain = (env or os.environ).get("ROS_DOMAIN_ID")
-    rclpy.init(context=context, domain_id=int(domain) if domain else None,
-               signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = Node(f"launcher_{os.getpid()}", namespace=namespace, context=context)
-        pub = node.create_publisher(String, api.STATUS, api.STATUS_QOS)
-        end = time.monotonic() + 3.0  # discovery of the subscribers that are there (a new participant)
-        while pub.get_subscription_count() == 0 and time.monotonic() < end:
-            time.sleep(0.02)
-        time.sleep(0.3 if pub.get_subscription_count() else 0.0)  # the others match about together
-        pub.publish(String(data=api.dumps({"state": "failed", "message": message, "id": None, "instruction": None,
-                                           "episode": None, "graph": "node exited"})))
-        pub.wait_for_all_acked(Duration(seconds=2.0))
-        node.destroy_node()
-    finally:
-        rclpy.try_shutdown(context=context)
+        from . import interface as api
+
+        self._api, self._String = api, String
+        self.context = rclpy.Context()
+        domain = (env or os.environ).get("ROS_DOMAIN_ID")
+        rclpy.init(context=self.context, domain_id=int(domain) if domain else None,
+                   signal_handler_options=SignalHandlerOptions.NO)
+        self.node = Node(f"launcher_{os.getpid()}", namespace=namespace, context=self.context)
+        self.publisher = self.node.create_publisher(String, api.STATUS, api.STATUS_QOS)
+
+    def announce(self, message: str) -> None:
+        """Publish a ``failed`` status naming what happened; wait (2 s at most) until subscribers have it."""
+        from rclpy.duration import Duration
+
+        self.publisher.publish(self._String(data=self._api.dumps({
+            "state": "failed", "message": message, "id": None, "instruction": None, "episode": None,
+            "graph": "node exited"})))
+        self.publisher.wait_for_all_acked(Duration(seconds=2.0))
+
+    def close(self) -> None:
+        import rclpy
+
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
 
 
-def watch(graph: Graph, respawn: bool, on_line=print) -> int | None:
+def watch(graph: Graph, respawn: bool, on_line=print, announcer: FailureAnnouncer | None = None) -> int | None:
     """One look at the node processes: a node that exited is announced, then restarted (``respawn``)
     or the graph's exit code is returned (None: all is well)."""
     for name, rc in graph.exited().items():
         what = f"{name} exited with code {rc}; " + ("restarting it" if respawn else "stopping the graph")
         on_line(what)
-        announce_failure(graph.namespace, what, graph.env)
+        if announcer is not None:
+            announcer.announce(what)
         if not respawn:
             return rc or 1
         graph.restarts[name] = graph.restarts.get(name, 0) + 1
@@ -187,13 +195,16 @@ def run_graph(graph: Graph, body=None, on_line=print, respawn: bool = False) -> 
     crashed node's code, or 0 when stopped."""
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
+    announcer = None
     try:
+        if body is None:
+            announcer = FailureAnnouncer(graph.namespace, graph.env)
         graph.start()
         on_line(f"started {', '.join(f'{n} (pid {p})' for n, p in graph.pids.items())} in {graph.namespace}")
         if body is not None:
             code = body(graph)
         else:
-            while (code := watch(graph, respawn, on_line)) is None:
+            while (code := watch(graph, respawn, on_line, announcer)) is None:
                 time.sleep(0.2)
     except (_Stop, KeyboardInterrupt):
         on_line("stopping the graph")
@@ -201,6 +212,8 @@ def run_graph(graph: Graph, body=None, on_line=print, respawn: bool = False) -> 
         for s, h in previous.items():
             signal.signal(s, h)
         graph.stop()
+        if announcer is not None:
+            announcer.close()
     return code
 
 
