@@ -337,8 +337,11 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             return self._end(search, "failed", "segmentation_node is inactive; activate it (autostart:=true or "
                                                "'ros2 lifecycle set segmentation_node activate')") and None
         if self.pub_target.get_subscription_count() == 0:
+            if time.monotonic() - search.queued_s <= self.observation_timeout_s:
+                return  # it may still be starting (discovery): the watchdog offers the box again
             return self._end(search, "failed", f"no segmentation_node subscribes to {api.TARGET} in "
-                                               f"{self.get_namespace()}; start it") and None
+                                               f"{self.get_namespace()} after {self.observation_timeout_s:g} s; "
+                                               f"start it") and None
         stamp, frame_id = search.stamps[id(req.frame)]
         with self.lock:
             if self.search is not search or search.ended:
@@ -523,6 +526,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
                 return self._send_camera(search, force=True)
             return self._end(search, "failed", f"no view arrived within {self.observation_timeout_s:g} s of a camera "
                                                f"request; check that camera_node runs in {self.get_namespace()}") and None
+        if isinstance(req, Segment) and not sent:  # held: no segmentation_node matched yet
+            return self._send_target(search, req)
         if isinstance(req, Segment) and sent and now - sent_s > self.segmentation_timeout_s:
             self._end(search, "failed", f"no mask from segmentation_node within {self.segmentation_timeout_s:g} s; "
                                         f"is it running in {self.get_namespace()}?")
