@@ -15,7 +15,8 @@ from .paths import sample_dataset
 
 # Modules that add their own subcommands with ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = ("panoseeker_ros.models.commands", "panoseeker_ros.nodes.commands",
-                                     "panoseeker_ros.drivers.commands", "panoseeker_ros.training.commands")
+                                     "panoseeker_ros.drivers.commands", "panoseeker_ros.training.commands",
+                                     "panoseeker_ros.nodes.console")
 
 
 class UsageError(Exception):

@@ -68,8 +68,13 @@ def result_line(res: dict) -> str:
 class Operator:
     """Subscribes to status, feedback, result and overlay of one namespace; publishes instructions."""
 
-    def __init__(self, node: Node, executor=None):
+    def __init__(self, node: Node, executor=None, on_event: Callable[[str, object], None] | None = None,
+                 remember: bool = True):
+        """``on_event(kind, payload)`` hears each message as it arrives: ``status``, ``feedback``, ``result``
+        (dicts) and ``overlay`` (the Image); ``remember=False`` keeps no history (a long-running client)."""
         self.node = node
+        self.on_event = on_event
+        self.remember = remember
         if executor is None:
             executor = rclpy.executors.SingleThreadedExecutor(context=node.context)
             executor.add_node(node)
@@ -88,7 +93,8 @@ class Operator:
             "policy_node feedback": node.create_subscription(String, api.FEEDBACK,
                                                              lambda m: self._keep(None, m, "feedback"),
                                                              api.COMMAND_QOS),
-            "policy_node result": node.create_subscription(String, api.RESULT, lambda m: self._keep(self.results, m),
+            "policy_node result": node.create_subscription(String, api.RESULT,
+                                                           lambda m: self._keep(self.results, m, "result"),
                                                            api.LATCHED_QOS),
             "policy_node overlay": node.create_subscription(Image, api.RESULT_OVERLAY, self._on_overlay,
                                                             api.LATCHED_QOS),
@@ -109,15 +115,25 @@ class Operator:
         if payload is None:
             return
         now = self._now()
-        if store is not None:
+        if self.remember and store is not None:
             store.append((now, payload))
-        if kind is not None:
+        if self.remember and kind in ("status", "feedback"):
             self.events.append((kind, now, payload))
+        if self.on_event is not None:
+            self.on_event(kind, payload)
 
     def _on_overlay(self, msg: Image) -> None:
         self.overlays[stamp_ns(msg.header.stamp)] = msg
         for old in sorted(self.overlays)[:-4]:
             del self.overlays[old]
+        if self.on_event is not None:
+            self.on_event("overlay", msg)
+
+    def send(self, instruction: str, request_id: str | None = None) -> str:
+        """Publish ``instruction`` in the JSON form with an id (``request_id``, else a new unique one); the id."""
+        rid = request_id or f"{self.node.get_name()}-{uuid.uuid4().hex[:12]}"  # unique across clients and runs
+        self.pub.publish(String(data=api.dumps({"id": rid, "instruction": instruction})))
+        return rid
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -160,9 +176,8 @@ class Operator:
         reason = self.wait_ready(ready_timeout, abort)
         if reason is not None:
             return SeekOutcome("unreachable", reason)
-        rid = request_id or f"{self.node.get_name()}-{uuid.uuid4().hex[:12]}"  # unique across clients and runs
         sent = self._now()
-        self.pub.publish(String(data=api.dumps({"id": rid, "instruction": instruction})))
+        rid = self.send(instruction, request_id)
         outcome = SeekOutcome("timeout", f"no result within {timeout:g} s of the instruction")
         end = time.monotonic() + timeout
         seen, ended, alone_since = 0, None, None
