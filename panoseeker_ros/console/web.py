@@ -167,6 +167,7 @@ class Hub:
         self._browsers: set[_Browser] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frames_ready: asyncio.Event | None = None
+        self._encoder: asyncio.Task | None = None
 
     # ---- from any thread ------------------------------------------------------------------------
 
@@ -293,12 +294,12 @@ class Hub:
             self._loop = asyncio.get_running_loop()
             self._frames_ready = asyncio.Event()
         self._frames_ready.set()
-        app["encoder"] = asyncio.create_task(self._encode_frames())
+        self._encoder = asyncio.create_task(self._encode_frames())
 
     async def _stop(self, app: web.Application) -> None:
         with self._lock:
             self._loop = None
-        app["encoder"].cancel()
+        self._encoder.cancel()
         for browser in list(self._browsers):
             await browser.ws.close(message=b"console stopped")
 
