@@ -43,6 +43,7 @@ function showFrame(channel, jpeg) {
 
 function newSearch(id, instruction) {
   search = id;
+  $("search").dataset.id = id || "";
   hasResult = false;
   overlayFresh = false;
   $("statuses").replaceChildren();
