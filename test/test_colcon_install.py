@@ -44,8 +44,11 @@ def _installed_env(prefix: Path) -> dict:
 def test_colcon_installs_share_index_and_executables(workspace):
     share = workspace / "share" / "panoseeker_ros"
     for rel in ("package.xml", "launch/seek.launch.py", "config/seek.yaml", "sim/bedroom/dataset.json",
-                "sim/bedroom/bedroom_1024x512.png"):
+                "sim/bedroom/bedroom_1024x512.png", "config/foxglove/panoseeker.json"):
         assert (share / rel).is_file(), rel
+    site = next(workspace.glob("lib/python3*/site-packages"))
+    for page_file in ("index.html", "console.js", "console.css"):  # the console's page ships with the code
+        assert (site / "panoseeker_ros" / "console" / "static" / page_file).is_file(), page_file
     assert (workspace / "share" / "ament_index" / "resource_index" / "packages" / "panoseeker_ros").is_file()
     for node in NODES + ("panoseeker",):
         exe = workspace / "lib" / "panoseeker_ros" / node
