@@ -69,15 +69,8 @@ class ConsoleNode(Node):
 
     def _check_graph(self) -> None:
         """Connected while a policy node listens for instructions and its liveliness holds."""
-        ns = self.get_namespace()
-        if self.operator.lost:
-            state = ("disconnected", f"policy_node stopped answering (liveliness lost after "
-                                     f"{api.LIVELINESS_LEASE_S:g} s)")
-        elif self.operator.pub.get_subscription_count() == 0:
-            state = ("disconnected", f"no policy_node listens on {ns}/{api.INSTRUCTION}; start the graph "
-                                     f"('panoseeker launch') or pass the right --namespace")
-        else:
-            state = ("connected", "")
+        why = self.operator.gone()
+        state = ("connected", "") if why is None else ("disconnected", why)
         if state != self.graph_state:
             self.graph_state = state
             self.hub.post({"type": "graph", "state": state[0], "message": state[1]})

@@ -107,6 +107,14 @@ class Operator:
         if self.alive:
             self.lost = False
 
+    def gone(self) -> str | None:
+        """Why the graph cannot be reached right now (one line), or None while a policy node listens and lives."""
+        if self.lost:  # the policy node's liveliness lease ran out: killed, or its machine is gone
+            return f"policy_node stopped answering (liveliness lost after {api.LIVELINESS_LEASE_S:g} s)"
+        if self.pub.get_subscription_count() == 0:
+            return f"no policy_node listens on {self.node.get_namespace()}/{api.INSTRUCTION}"
+        return None
+
     def _now(self) -> float:
         return self.node.get_clock().now().nanoseconds * 1e-9
 
@@ -185,17 +193,13 @@ class Operator:
             self.spin_for(0.05)
             if abort is not None and (why := abort()):
                 return SeekOutcome("unreachable", why, feedback=outcome.feedback)
-            if self.lost:  # the policy node's liveliness lease ran out: killed, or its machine is gone
-                return SeekOutcome("unreachable", "the graph is gone: policy_node stopped answering (liveliness "
-                                                  f"lost after {api.LIVELINESS_LEASE_S:g} s)", feedback=outcome.feedback)
-            if self.pub.get_subscription_count() == 0:
-                alone_since = alone_since or time.monotonic()
-                if time.monotonic() - alone_since > gone_after_s:
-                    return SeekOutcome("unreachable", f"the graph is gone: no policy_node has listened on "
-                                                      f"{api.INSTRUCTION} for {gone_after_s:g} s",
-                                       feedback=outcome.feedback)
-            else:
+            why = self.gone()
+            if why is None:
                 alone_since = None
+            else:  # liveliness lost counts at once; a policy node not listening for gone_after_s
+                alone_since = alone_since or time.monotonic()
+                if self.lost or time.monotonic() - alone_since > gone_after_s:
+                    return SeekOutcome("unreachable", f"the graph is gone: {why}", feedback=outcome.feedback)
             for kind, arrived, payload in self.events[seen:]:
                 if arrived < sent:
                     continue
