@@ -254,3 +254,20 @@ def test_the_foxglove_layout_shows_topics_of_the_graph():
     assert relative <= set(api.TOPIC_BY_NAME), relative - set(api.TOPIC_BY_NAME)
     assert {api.IMAGE, api.CANVAS, api.RESULT_OVERLAY, api.STATUS, api.FEEDBACK, api.RESULT,
             api.CAMERA_STATUS} <= relative
+
+
+def test_the_command_line_says_what_is_wrong_in_one_line(capsys, monkeypatch):
+    pytest.importorskip("rclpy")
+    from panoseeker_ros.cli import main
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, words in ((["--namespace", "bad ns"], "--namespace bad ns: namespace must not contain"),
+                            (["--bind", "robot.local"], "--bind robot.local: not an IP address"),
+                            (["--port", str(port)], f"cannot listen on 127.0.0.1:{port}: address already in use")):
+            assert main(["console", *args]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("panoseeker console: error: ") and words in err and err.count("\n") == 1, err

@@ -215,7 +215,10 @@ class Hub:
             with self._lock:
                 fresh = {ch: f for ch, f in self._raw.items() if f[0] > self._jpeg.get(ch, (0, b""))[0]}
             for ch, (number, rgb) in fresh.items():
-                jpeg = await loop.run_in_executor(None, encode_jpeg, rgb, self.settings.jpeg_quality)
+                try:
+                    jpeg = await loop.run_in_executor(None, encode_jpeg, rgb, self.settings.jpeg_quality)
+                except (ValueError, cv2.error):  # one frame that cannot be encoded must not stop the others
+                    continue
                 self._jpeg[ch] = (number, jpeg)
                 for browser in list(self._browsers):
                     browser.push_frame(ch, jpeg)

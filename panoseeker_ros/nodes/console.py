@@ -15,14 +15,16 @@ import threading
 import uuid
 
 import rclpy
+from rclpy.exceptions import InvalidNamespaceException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from rclpy.validate_namespace import validate_namespace
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from ..console.web import ConsoleSettings, Hub, serve, settings_for
+from ..console.web import ConsoleError, ConsoleSettings, Hub, serve, settings_for
 from . import interface as api
 from .conversions import image_to_rgb
 from .operator import Operator, feedback_line, result_line
@@ -104,6 +106,11 @@ def run_console(namespace: str, settings: ConsoleSettings, on_line=print) -> int
     node, spinner, stop = None, None, threading.Event()
     try:
         hub = Hub(settings)
+        try:
+            validate_namespace(namespace if namespace.startswith("/") else "/" + namespace)
+        except InvalidNamespaceException as exc:
+            reason = str(exc).splitlines()[0].split(": ", 1)[-1].rstrip(":")
+            raise ConsoleError(f"--namespace {namespace}: {reason}; pass e.g. --namespace {api.DEFAULT_NAMESPACE}") from None
         executor = SingleThreadedExecutor(context=context)
         node = ConsoleNode(hub, namespace, executor, context)
         executor.add_node(node)
