@@ -1,7 +1,8 @@
 """The operator console in a real browser (headless Chromium driven by Selenium) against a running
 simulated graph (the node processes on a random ROS_DOMAIN_ID, localhost discovery only): the page
 loads and shows the live graph, a typed instruction runs a search to its decision lines and final
-overlay, cancel stops a running search, the token is enforced on another address, and a killed graph
+overlay, cancel stops a running search, the token is enforced on another address, a camera error shows
+with its message, and a killed graph
 shows as disconnected within seconds.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium chromium-driver``);
@@ -216,6 +217,33 @@ def test_the_token_is_required_when_bound_beyond_this_machine(browser, graph):
         assert opened == "refused"  # a websocket without the token is refused
     finally:
         assert console.stop() == 0
+
+
+def test_the_camera_status_shows_an_error_with_its_message(browser, graph):
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions
+    from std_msgs.msg import String
+
+    from panoseeker_ros.nodes import interface as api
+
+    _, console, domain = graph
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+    node = Node("camera_status_test", namespace=NS, context=context)
+    try:
+        browser.get(console.url)
+        wait(browser, 60, "the camera ready", lambda d: state(d, "camera") == "ready")
+        head = node.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)  # as a real head's driver says it
+        head.publish(String(data=api.dumps({"state": "error", "message": "no answer from the head"})))
+        wait(browser, 20, "the camera error", lambda d: state(d, "camera") == "error")
+        assert browser.find_element(By.ID, "camera").text == "camera: error: no answer from the head"
+        head.publish(String(data=api.dumps({"state": "ready", "message": "the head answers again"})))
+        wait(browser, 20, "the camera ready again", lambda d: state(d, "camera") == "ready")
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def test_a_killed_graph_shows_as_disconnected_within_seconds(browser, graph):
