@@ -2,8 +2,7 @@
 simulated graph (the node processes on a random ROS_DOMAIN_ID, localhost discovery only): the page
 loads and shows the live graph, a typed instruction runs a search to its decision lines and final
 overlay, cancel stops a running search, the token is enforced on another address, a camera error shows
-with its message, and a killed graph
-shows as disconnected within seconds.
+with its message, and a killed graph shows as disconnected within seconds.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium chromium-driver``);
 where they are missing these tests say so and are skipped. Every wait is on a condition.
