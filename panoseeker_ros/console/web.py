@@ -182,17 +182,13 @@ class Hub:
 
     def offer_frame(self, channel: str, rgb: np.ndarray) -> None:
         """Make ``rgb`` (H, W, 3 uint8) the newest frame of ``channel``; older unsent ones are dropped.
-        Costs no encoding here: frames are encoded in the web thread, at the capped rate."""
+        Costs no encoding here: the web side encodes, at the capped rate, only what a browser will get."""
         index = CHANNELS.index(channel)
         with self._lock:
             self._raw[index] = (next(self._frame_no), rgb)
             loop, ready = self._loop, self._frames_ready
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(ready.set)
-
-    @property
-    def browsers(self) -> int:
-        return len(self._browsers)
 
     # ---- in the web thread ----------------------------------------------------------------------
 
