@@ -9,6 +9,7 @@ where they are missing these tests say so and are skipped. Every wait is on a co
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import random
@@ -217,31 +218,59 @@ def test_the_token_is_required_when_bound_beyond_this_machine(browser, graph):
         assert console.stop() == 0
 
 
-def test_the_camera_status_shows_an_error_with_its_message(browser, graph):
+@contextlib.contextmanager
+def ros_client(domain: int):
+    """A node of this test's own on the graph's domain and namespace (as another operator or a driver)."""
     import rclpy
     from rclpy.node import Node
     from rclpy.signals import SignalHandlerOptions
+
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+    node = Node("console_test_client", namespace=NS, context=context)
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_a_search_started_elsewhere_without_an_id_is_followed_too(browser, graph):
     from std_msgs.msg import String
 
     from panoseeker_ros.nodes import interface as api
 
     _, console, domain = graph
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
-    node = Node("camera_status_test", namespace=NS, context=context)
-    try:
-        browser.get(console.url)
-        wait(browser, 60, "the camera ready", lambda d: state(d, "camera") == "ready")
+    browser.get(console.url)
+    wait(browser, 60, "the graph connected", lambda d: state(d, "graph") == "connected")
+    with ros_client(domain) as node:
+        pub = node.create_publisher(String, api.INSTRUCTION, api.INSTRUCTION_QOS)  # as `ros2 topic pub` does
+        wait(browser, 20, "the instruction publisher matched", lambda d: pub.get_subscription_count() > 0)
+        pub.publish(String(data="the green face"))
+        wait(browser, 30, "the plain-text search on the page",
+             lambda d: "the green face" in d.find_element(By.ID, "target").text)
+        assert browser.find_element(By.ID, "search").get_attribute("data-id") == ""
+        assert state(browser, "node") == "ready"  # a search's status is not the node's own state
+        wait(browser, 60, "the search done", lambda d: state(d, "search") == "done")
+        assert decisions(browser) and browser.find_element(By.ID, "result").get_attribute("data-success") == "true"
+
+
+def test_the_camera_status_shows_an_error_with_its_message(browser, graph):
+    from std_msgs.msg import String
+
+    from panoseeker_ros.nodes import interface as api
+
+    _, console, domain = graph
+    browser.get(console.url)
+    wait(browser, 60, "the camera ready", lambda d: state(d, "camera") == "ready")
+    with ros_client(domain) as node:
         head = node.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)  # as a real head's driver says it
         head.publish(String(data=api.dumps({"state": "error", "message": "no answer from the head"})))
         wait(browser, 20, "the camera error", lambda d: state(d, "camera") == "error")
         assert browser.find_element(By.ID, "camera").text == "camera: error: no answer from the head"
         head.publish(String(data=api.dumps({"state": "ready", "message": "the head answers again"})))
         wait(browser, 20, "the camera ready again", lambda d: state(d, "camera") == "ready")
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def test_a_killed_graph_shows_as_disconnected_within_seconds(browser, graph):

@@ -237,7 +237,9 @@ def test_serve_prints_the_address_and_stops_when_asked():
     async def main():
         stop = asyncio.Event()
         task = asyncio.create_task(serve(Hub(ConsoleSettings(port=0)), on_started=urls.append, stop=stop))
+        end = time.monotonic() + 10
         while not urls:
+            assert not task.done() and time.monotonic() < end, "the console did not start"
             await asyncio.sleep(0.01)
         async with ClientSession() as session:
             async with session.get(urls[0]) as page:

@@ -5,10 +5,12 @@
 const CHANNELS = ["view", "canvas", "overlay"];
 const TOKEN = new URLSearchParams(location.search).get("token");
 const $ = (id) => document.getElementById(id);
+const NODE_STATES = ["ready", "inactive"]; // the policy node's own state, carrying no id
+const idOf = (payload) => (payload.id === undefined || payload.id === null ? "" : String(payload.id));
 
 let socket = null;
 let retryMs = 500;
-let search = null;        // id of the search on screen (the newest accepted one)
+let search;              // id of the search on screen (the newest accepted one; "" for one sent without an id)
 let hasResult = false;    // the search on screen has its result
 let overlayFresh = false; // an overlay frame came after the search on screen was accepted
 
@@ -44,6 +46,8 @@ function showFrame(channel, jpeg) {
 function newSearch(id, instruction) {
   search = id;
   $("search").dataset.id = id || "";
+  $("search").dataset.state = "idle";
+  $("search").textContent = "idle";
   hasResult = false;
   overlayFresh = false;
   $("statuses").replaceChildren();
@@ -59,12 +63,12 @@ function onStatus(s) {
     notice(s.message || "a node of the graph exited", true);
     return;
   }
-  if (s.id === undefined || s.id === null) { // the policy node's own state (ready, inactive)
-    badge("node", s.state === "ready" ? "ready" : s.state, `policy: ${s.state}`);
+  if (NODE_STATES.includes(s.state) && idOf(s) === "") {
+    badge("node", s.state, `policy: ${s.state}`);
     return;
   }
-  if (s.state === "accepted" || s.state === "rejected") newSearch(s.id, s.instruction);
-  if (s.id !== search) return;
+  if (s.state === "accepted" || s.state === "rejected") newSearch(idOf(s), s.instruction);
+  if (idOf(s) !== search) return;
   $("search").dataset.state = s.state;
   $("search").textContent = s.state;
   addLine("statuses", s.message ? `${s.state}: ${s.message}` : s.state);
@@ -75,7 +79,7 @@ function fmt(x, digits) {
 }
 
 function onResult(r, line) {
-  if (r.id !== search) return;
+  if (idOf(r) !== search) return;
   hasResult = true;
   $("outcome").hidden = false;
   $("result").dataset.success = String(!!r.success);
@@ -114,7 +118,7 @@ function onEvent(e) {
       onStatus(e.data || {});
       break;
     case "feedback":
-      if (e.data && e.data.id === search) addLine("decisions", e.line, "decision");
+      if (e.data && idOf(e.data) === search) addLine("decisions", e.line, "decision");
       break;
     case "result":
       onResult(e.data || {}, e.line);
@@ -140,7 +144,7 @@ function connect() {
   socket.onopen = () => {
     retryMs = 500;
     badge("link", "online", "console: online");
-    newSearch(null, ""); // the console replays the recent events
+    newSearch(undefined, ""); // the console replays the recent events
   };
   socket.onmessage = (m) => {
     if (typeof m.data === "string") {
