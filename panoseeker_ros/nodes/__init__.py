@@ -8,7 +8,8 @@
 
 ``interface`` names every topic, service and QoS; ``conversions`` is the only place messages become
 arrays and poses. ``launcher``, ``operator`` and ``recorder`` are the pip-install stand-ins for
-``ros2 launch``, an operator console and ``ros2 bag record``; ``commands`` adds them to the CLI.
+``ros2 launch``, an operator's text client and ``ros2 bag record``; ``commands`` adds them to the CLI.
+``console`` is the node behind ``panoseeker console``, the operator console in a web browser.
 The full table is in ``doc/ros_interface.md``. This module imports nothing, so ``setup.py`` and the
 launch file read :data:`NODES` from it.
 """
