@@ -288,8 +288,9 @@ def test_rle_round_trip():
         assert np.array_equal(decode_rle(encode_rle(mask)), mask)
 
 
-def test_move_request_is_relative_and_saturates(cube_dataset):
+def test_move_request_is_relative_and_saturates_at_the_official_pitch_limit(cube_dataset):
     scene = scene_of(cube_dataset)
     scene.camera.look(170, 80)
     frame = shoot(scene.camera, Move(30, 30))
-    assert frame.pose == Pose(-160, 90)
+    assert frame.pose == Pose(-160, 89.9)  # the simulator clamps elevation to ±89.9°, as the official environment
+    assert shoot(scene.camera, Look(Pose(0, -90))).pose == Pose(0, -89.9)

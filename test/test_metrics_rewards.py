@@ -1,4 +1,6 @@
 """Rewards and every metric against hand-computed cases."""
+import math
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ from panoseeker_ros.core.geometry import Pose
 from panoseeker_ros.core.metrics import EpisodeOutcome, format_table, mask_iou, path_length_deg, summarize
 from panoseeker_ros.core.rewards import step_reward, terminal_reward
 
-CFG = RewardConfig()  # τ = 30°, γ = 1/30, η = 0.05, R_base = 1, α = 1, R_pen = 1
+CFG = RewardConfig()  # τ = 0.3 rad (17.19°), γ = 1/30, η = 0.05, R_base = 1, α = 1, R_pen = 1
 
 
 def test_step_reward_is_progress_minus_step_cost():
@@ -64,3 +66,16 @@ def test_summary_by_hand():
 def test_spl_when_the_path_is_shorter_than_the_geodesic_is_capped_at_one():
     s = summarize([EpisodeOutcome("EGO", 1, 90.0, 30.0, 1.0, 0.9)], tau_deg=30.0)
     assert s["spl"] == pytest.approx(1.0)
+
+
+def test_default_success_radius_is_the_official_0_3_rad():
+    from pathlib import Path
+
+    from panoseeker_ros.core.config import SeekConfig, load_config
+
+    assert SeekConfig().reward.tau_deg == pytest.approx(math.degrees(0.3))  # 17.19°, SUCCESS_TAU_RAD
+    shipped = load_config(Path(__file__).parents[1] / "config" / "seek.yaml")
+    assert shipped.reward.tau_deg == pytest.approx(math.degrees(0.3))
+    # an episode 17.0° off succeeds, one 17.4° off fails (with τ = 30° both would succeed)
+    near, far = EpisodeOutcome("UNIQ", 2, 90.0, 90.0, 17.0, 0.9), EpisodeOutcome("UNIQ", 2, 90.0, 90.0, 17.4, 0.9)
+    assert near.success(SeekConfig().reward.tau_deg) and not far.success(SeekConfig().reward.tau_deg)

@@ -7,6 +7,8 @@ import numpy as np
 
 from .geometry import Intrinsics, PanoramaRenderer, Pose, wrap_deg
 
+PITCH_LIMIT_DEG = 89.9  # the simulator's elevation limit (the official environment's PITCH_LIMIT)
+
 
 class Camera(Protocol):
     """A pan-tilt camera. ``look`` points it (absolute degrees, clamped to its limits) and returns the
@@ -20,12 +22,13 @@ class Camera(Protocol):
 
 
 class PanoramaCamera:
-    """Simulated pan-tilt camera: views are gnomonic projections of an ERP image."""
+    """Simulated pan-tilt camera: views are gnomonic projections of an ERP image. Elevation is clamped to
+    the configured tilt limits and never beyond ±``PITCH_LIMIT_DEG`` (a view at the pole has no heading)."""
 
     def __init__(self, erp: np.ndarray, intrinsics: Intrinsics, tilt_limits=(-90.0, 90.0),
                  renderer: PanoramaRenderer | None = None):
         self.intrinsics = intrinsics
-        self.tilt_limits = (float(tilt_limits[0]), float(tilt_limits[1]))
+        self.tilt_limits = (max(float(tilt_limits[0]), -PITCH_LIMIT_DEG), min(float(tilt_limits[1]), PITCH_LIMIT_DEG))
         self.renderer = renderer or PanoramaRenderer(erp)
         self._pose = Pose(0.0, 0.0)
 

@@ -6,12 +6,18 @@ so nodes, the CLI and training read one file.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .geometry import Intrinsics
+
+
+# The official APRS environment's success radius (``SUCCESS_TAU_RAD`` of FudanCVL/APRS aprs/config.py)
+SUCCESS_TAU_RAD = 0.3
+SUCCESS_TAU_DEG = math.degrees(SUCCESS_TAU_RAD)  # 17.19°
 
 
 class ConfigError(ValueError):
@@ -50,7 +56,7 @@ class AlignmentConfig:
 class RewardConfig:
     """Reward and success constants; METHOD.md leaves them open, these are the package's choices."""
 
-    tau_deg: float = 30.0  # success radius: final pose within τ of the target centroid
+    tau_deg: float = SUCCESS_TAU_DEG  # success radius: final pose within τ of the target centroid (0.3 rad)
     iou_success: float = 0.5  # and mask IoU at least this
     gamma: float = 1.0 / 30.0  # R_eff per degree of progress: one lattice step (30°) closer earns 1
     eta: float = 0.05  # R_eff step cost
