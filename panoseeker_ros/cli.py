@@ -23,6 +23,15 @@ class UsageError(Exception):
     """A mistake on the command line; printed as one line."""
 
 
+def add_dataset_options(p: argparse.ArgumentParser, required: bool = False, what: str = "") -> None:
+    """``--dataset`` (a dataset.json, its directory, or the official benchmark's folder) and ``--split``."""
+    p.add_argument("--dataset", required=required,
+                   help=(what or "the episodes") + ": dataset.json or its directory, or the folder of the official "
+                                                   "APRS benchmark (with --split)")
+    p.add_argument("--split", choices=("test", "train"),
+                   help="the split of the official APRS benchmark given as --dataset")
+
+
 def _add_policy_options(p: argparse.ArgumentParser) -> None:
     from .models.registry import DETECTORS, ONE_SHOT, POLICIES, SEGMENTERS
 
@@ -71,7 +80,7 @@ def _check_detector_options(args) -> None:
 def _run_options(args) -> dict:
     """The options that decide a run's numbers (stored in summary.json; --resume and merge-runs check them)."""
     keys = ("policy", "detector", "detector_model", "detector_threshold", "segmenter", "model", "adapter", "memory",
-            "decoding", "sam_model", "seed", "config", "through_ros")
+            "decoding", "sam_model", "seed", "config", "through_ros", "split")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -85,7 +94,7 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--limit {args.limit} must be at least 1")
     shard = parse_shard(args.shard) if args.shard else None
     _check_detector_options(args)
-    dataset = load_dataset(args.dataset)
+    dataset = load_dataset(args.dataset, args.split)
     if args.through_ros:
         from .nodes.ros_eval import through_ros
 
@@ -104,6 +113,7 @@ def cmd_eval(args) -> int:
     detector = f" detector={args.detector}" if args.policy in ("scan", "static") else ""
     segmenter = "" if args.policy == "static" else f" segmenter={args.segmenter}"  # static uses the detector's mask
     title = (f"policy={args.policy}{detector}{segmenter} dataset={dataset.path}"
+             f"{f' split={dataset.split}' if dataset.split else ''}"
              f"{f' shard={args.shard}' if shard else ''} (tau={config.reward.tau_deg:g} deg)")
     print(format_table(summary, title))
     print(f"wrote {out / 'summary.json'} and {out / 'episodes.jsonl'}")
@@ -163,7 +173,9 @@ def cmd_show_episode(args) -> int:
     record = records[0] if args.episode is None else next((r for r in records if r["id"] == args.episode), None)
     if record is None:
         raise UsageError(f"episode {args.episode!r} is not in {lines_path}; ids there start with {records[0]['id']!r}")
-    dataset = load_dataset(args.dataset or json.loads(summary_path.read_text())["dataset"])
+    summary = json.loads(summary_path.read_text())
+    dataset = (load_dataset(args.dataset, args.split) if args.dataset
+               else load_dataset(summary["dataset"], summary.get("split")))
     save_rgb(args.out, episode_png(dataset, record, load_config(args.config)))
     print(f"wrote {args.out}")
     return 0
@@ -175,7 +187,7 @@ def cmd_demo(args) -> int:
 
     config = load_config(args.config)
     _check_detector_options(args)
-    dataset = load_dataset(args.dataset or sample_dataset())
+    dataset = load_dataset(args.dataset or sample_dataset(), args.split)
     spec = dataset.by_id(args.episode) if args.episode else dataset.episodes[0]
     result = simulate(*_backends(args, config), config)([spec])[0]
     print(f"instruction [{spec.category}]: {spec.instruction}")
@@ -191,12 +203,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export_aprs(args) -> int:
+    from .core.aprs import export_aprs
+
+    dataset = load_dataset(args.dataset)
+    path = export_aprs(dataset, args.out, args.format, args.split)
+    print(f"wrote {len(dataset)} episodes to {path}; evaluate with: panoseeker eval --dataset {args.out} "
+          f"--split {args.split} ...")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panoseeker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("eval", help="run a policy over an APRS dataset and print SR / AS / SPL / mIoU")
-    p.add_argument("--dataset", required=True, help="dataset.json or its directory")
+    add_dataset_options(p, required=True)
     p.add_argument("--out", required=True, help="output directory (summary.json, episodes.jsonl)")
     p.add_argument("--limit", type=int, help="only the first N episodes")
     p.add_argument("--shard", help="I/N: only episodes I, I+N, I+2N, ... (0 <= I < N); combine with merge-runs")
@@ -236,13 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="the --out directory of 'panoseeker eval'")
     p.add_argument("--episode", help="episode id (default: the first)")
     p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--dataset", help="dataset (default: the one recorded in summary.json)")
+    add_dataset_options(p, what="the dataset (default: the one recorded in summary.json)")
     p.add_argument("--config", help="parameter YAML")
     p.set_defaults(func=cmd_show_episode)
 
+    p = sub.add_parser("export-aprs", help="write a dataset.json's episodes in the official APRS benchmark layout")
+    p.add_argument("--dataset", required=True, help="dataset.json or its directory (the sample, make-scenes output)")
+    p.add_argument("--out", required=True, help="the benchmark folder to write")
+    p.add_argument("--format", default="jsonl", choices=("jsonl", "csv", "parquet"),
+                   help="SPLIT.jsonl, SPLIT.csv or data/SPLIT.parquet (default: jsonl)")
+    p.add_argument("--split", default="test", choices=("test", "train"), help="the split written (default: test)")
+    p.set_defaults(func=cmd_export_aprs)
+
     p = sub.add_parser("demo", help="one simulated episode on the bedroom sample, printed and drawn")
     p.add_argument("--out", default="out/demo_episode.png", help="output PNG")
-    p.add_argument("--dataset", help="dataset (default: the shipped bedroom sample)")
+    add_dataset_options(p, what="the dataset (default: the shipped bedroom sample)")
     p.add_argument("--episode", help="episode id (default: the first)")
     _add_policy_options(p)
     p.set_defaults(func=cmd_demo)

@@ -168,8 +168,10 @@ def summary_document(records: list[dict], expected: list[str], dataset: Dataset,
     order = {ep_id: k for k, ep_id in enumerate(expected)}
     done = sorted((r for r in records if r["id"] in order), key=lambda r: order[r["id"]])
     summary = summarize([outcome_from_record(r) for r in done], config.reward.tau_deg, config.reward.iou_success)
-    return {**summary, "partial": len(done) < len(expected), "episodes_done": len(done),
-            "episodes_expected": len(expected), "dataset": str(dataset.path.resolve()),
+    levels = sorted({r.get("iou_level", "mask") for r in done})
+    return {**summary, "iou_level": "box" if "box" in levels else "mask", "partial": len(done) < len(expected),
+            "episodes_done": len(done), "episodes_expected": len(expected), "dataset": str(dataset.path.resolve()),
+            "split": dataset.split,
             "tau_deg": config.reward.tau_deg, "iou_success": config.reward.iou_success, "run": run}
 
 
@@ -258,7 +260,7 @@ def merge_runs(run_dirs, out_dir) -> dict:
         docs.append(json.loads((d / SUMMARY_FILE).read_text()))
     first = docs[0]
     for d, doc in zip(dirs[1:], docs[1:]):
-        if doc.get("dataset") != first.get("dataset"):
+        if (doc.get("dataset"), doc.get("split")) != (first.get("dataset"), first.get("split")):
             raise RunError(f"{d} evaluated {doc.get('dataset')}, {dirs[0]} evaluated {first.get('dataset')}; "
                            f"merge runs of one dataset")
         if doc.get("tau_deg") != first.get("tau_deg") or doc.get("iou_success") != first.get("iou_success"):
@@ -276,7 +278,7 @@ def merge_runs(run_dirs, out_dir) -> dict:
             seen[r["id"]] = d
             records.append(r)
     try:
-        dataset = load_dataset(first["dataset"])
+        dataset = load_dataset(first["dataset"], first.get("split"))
     except DatasetError as exc:
         raise RunError(f"{dirs[0]}: its dataset cannot be loaded ({exc})") from None
     limit = first.get("run", {}).get("limit")

@@ -38,6 +38,7 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -65,6 +66,7 @@ class EpisodeSpec:
     target_centroid: Pose
     mask: dict  # {"png": Path} or {"polygons": [...]}
     extra: dict = field(default_factory=dict)
+    box_level: ClassVar[bool] = False  # True: the ground truth is a box, not the target's outline (core.aprs)
 
     def load_scene(self) -> np.ndarray:
         return load_rgb(self.scene)
@@ -129,6 +131,7 @@ def rasterize_polygons(polygons, width: int, height: int) -> np.ndarray:
 class Dataset:
     path: Path
     episodes: list[EpisodeSpec]
+    split: str | None = None  # the official benchmark's split (core.aprs); None for a dataset.json
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -275,14 +278,22 @@ def parse_episode(raw: dict, root: Path, where: str, scenes: _SceneCheck | None 
     return EpisodeSpec(ep_id, scene, instruction.strip(), category, initial, name, centroid, mask, extra)
 
 
-def load_dataset(path) -> Dataset:
-    """Read and validate a dataset file (or a directory holding ``dataset.json``).
+def load_dataset(path, split: str | None = None) -> Dataset:
+    """Read and validate a dataset file (or a directory holding ``dataset.json``); with ``split``, the
+    official APRS benchmark at ``path`` (:mod:`.aprs`).
 
     Every episode is checked before any runs: its scene image is opened (exists, decodes, 2:1), its
     mask is rasterised and its centroid compared with the mask's. Any problem is one DatasetError line
     naming the file, the episode and the field.
     """
+    from . import aprs
+
     path = Path(path)
+    if split is not None:
+        return aprs.load_aprs(path, split)
+    if path.is_dir() and not (path / "dataset.json").exists() and aprs.is_aprs_root(path):
+        raise DatasetError(f"{path} holds the official APRS benchmark; choose its split with --split test or "
+                           f"--split train")
     if path.is_dir():
         path = path / "dataset.json"
     if not path.is_file():

@@ -26,9 +26,9 @@ import numpy as np
 from .actions import Action, box_to_pixels
 from .config import SeekConfig
 from .egosphere import EgoSphere
-from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, pose_distance, view_mask_centroid_dir, \
-    view_mask_to_erp
-from .metrics import EpisodeOutcome, mask_iou, path_length_deg
+from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, pose_distance, project_erp_mask, \
+    view_mask_centroid_dir, view_mask_to_erp
+from .metrics import EpisodeOutcome, box_iou, mask_iou, path_length_deg
 from .rewards import step_reward, terminal_reward
 
 EMPTY_INSTRUCTION = "the instruction is empty; give a sentence naming the target, e.g. 'the chair next to the bed'"
@@ -91,11 +91,13 @@ class Segmenter(Protocol):
 
 @dataclass
 class GroundTruth:
-    """What the simulator knows about the target: its ERP mask (H, 2H) bool and centroid."""
+    """What the simulator knows about the target: its ERP mask (H, 2H) bool and centroid. ``box_level``:
+    the mask is the target's ERP box (the official benchmark files carry no outline), so IoU is box-level."""
 
     mask: np.ndarray
     centroid: Pose
     name: str = ""
+    box_level: bool = False
 
 
 # ---------------------------------------------------------------------------- requests and answers
@@ -191,6 +193,7 @@ class Score:
     success: bool
     reward: float  # Σ R_eff + R_term, R_term judged at the final (aligned) pose like success
     erp_mask: np.ndarray = field(repr=False)
+    iou_level: str = "mask"  # "box": IoU of boxes (a ground truth without an outline)
 
 
 @dataclass
@@ -241,7 +244,7 @@ class EpisodeResult:
              "mask_pixels": int(self.mask.sum()), "trajectory": [r.as_dict() for r in self.records]}
         if self.score is not None:
             o = self.score.outcome
-            d.update(reward=self.score.reward, iou=o.iou, final_distance_deg=o.final_distance_deg,
+            d.update(reward=self.score.reward, iou=o.iou, iou_level=self.score.iou_level, final_distance_deg=o.final_distance_deg,
                      shortest_deg=o.shortest_deg, path_deg=o.path_deg, mask_rle=encode_rle(self.score.erp_mask))
         return d
 
@@ -416,14 +419,19 @@ def score(r: EpisodeResult, truth: GroundTruth, config: SeekConfig) -> Score:
     Σ R_eff + R_term, R_term judged at the final pose like success; L is from ``r.path[0]`` (the start)."""
     cfg = config.reward
     h, w = truth.mask.shape
-    erp_mask = view_mask_to_erp(r.mask, r.frame.pose, config.camera.intrinsics(), w, h)
-    iou = mask_iou(erp_mask, truth.mask)
+    intr = config.camera.intrinsics()
+    erp_mask = view_mask_to_erp(r.mask, r.frame.pose, intr, w, h)
+    if truth.box_level:  # the box of the final mask against the target's ERP box as seen from that view
+        iou = box_iou(mask_bbox(r.mask), mask_bbox(project_erp_mask(truth.mask, r.frame.pose, intr)))
+    else:
+        iou = mask_iou(erp_mask, truth.mask)
     outcome = EpisodeOutcome(r.category, r.steps, pose_distance(r.path[0], truth.centroid),
                              path_length_deg(r.path), pose_distance(r.final_pose, truth.centroid), iou)
     stopped = r.records[-1].action.stop and not r.truncated
     r_term = terminal_reward(r.final_pose, truth.centroid, iou, cfg) if stopped else -cfg.r_pen
     reward = float(sum(rec.reward for rec in r.records) + r_term)
-    return Score(outcome, outcome.success(cfg.tau_deg, cfg.iou_success), reward, erp_mask)
+    return Score(outcome, outcome.success(cfg.tau_deg, cfg.iou_success), reward, erp_mask,
+                 "box" if truth.box_level else "mask")
 
 
 # ---------------------------------------------------------------------------- alignment geometry

@@ -38,6 +38,17 @@ def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.logical_and(pred, truth).sum() / union) if union else 0.0
 
 
+def box_iou(a, b) -> float:
+    """IoU of two (x1, y1, x2, y2) pixel boxes (inclusive-exclusive); 0 when either is None or both are empty."""
+    if a is None or b is None:
+        return 0.0
+    iw = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
 def summarize(outcomes: list[EpisodeOutcome], tau_deg: float, iou_threshold: float = 0.5) -> dict:
     """{'sr', 'as', 'spl', 'miou', 'n', 'per_category': {cat: {...}}}; AS is None without successes."""
 
@@ -66,7 +77,9 @@ def format_table(summary: dict, title: str = "") -> str:
 
     rows = [(c, summary["per_category"][c]) for c in CATEGORIES] + [("overall", summary)]
     lines = [title] if title else []
-    lines.append(f"{'category':<10} {'n':>5} {'SR %':>7} {'AS':>6} {'SPL':>6} {'mIoU %':>7}")
+    lines.append(f"{'category':<10} {'n':>5} {'SR %':>7} {'AS':>6} {'SPL':>6} {'mIoU %':>7}"
+                 + ("  (mIoU box-level: the benchmark files carry no masks)" if summary.get("iou_level") == "box"
+                    else ""))
     for name, b in rows:
         lines.append(f"{name:<10} {b['n']:>5} {cell(b['sr'], True):>7} {cell(b['as'], digits=1):>6} "
                      f"{cell(b['spl']):>6} {cell(b['miou'], True):>7}")

@@ -17,7 +17,7 @@ Services
     camera/reset  std_srvs/Trigger  point at the episode's start pose and publish that view
 Parameters
     driver (string, read-only): sim | visca | onvif
-    dataset, episode_id (string, read-only): the simulated episode (scene and start pose; with a real
+    dataset, split, episode_id (string, read-only): the simulated episode (scene and start pose; with a real
         driver only the start pose, so a fake camera can replay a simulated scene)
     panorama (string, read-only): sim: a plain ERP image instead of a dataset episode
     start_pan, start_tilt (double, rad): start pose when no dataset is given
@@ -67,27 +67,28 @@ def declare_connection(node: Node) -> PtzConnection:
     return connection_from_params(values, node.get_name())
 
 
-def start_pose(node: Node, dataset: str, episode_id: str, start_pan: float, start_tilt: float) -> Pose:
+def start_pose(node: Node, dataset: str, episode_id: str, start_pan: float, start_tilt: float,
+               split: str = "") -> Pose:
     """The dataset episode's start pose, else the start_pan / start_tilt parameters."""
     if not dataset:
         return pan_tilt_to_pose(start_pan, start_tilt)
     try:
-        ds = load_dataset(dataset)
+        ds = load_dataset(dataset, split or None)
         return (ds.by_id(episode_id) if episode_id else ds.episodes[0]).initial_pose
     except DatasetError as exc:
-        raise ConfigError(f"{node.get_name()}: parameter 'dataset' / 'episode_id': {exc}") from None
+        raise ConfigError(f"{node.get_name()}: parameter 'dataset' / 'split' / 'episode_id': {exc}") from None
 
 
 def make_camera(node: Node, config, driver: str, dataset: str, episode_id: str, panorama: str,
-                start_pan: float, start_tilt: float, conn: PtzConnection, on_event) -> tuple[Camera, Pose]:
+                start_pan: float, start_tilt: float, conn: PtzConnection, on_event, split: str = "") -> tuple[Camera, Pose]:
     """The driver's camera and its start pose; a real head is opened lazily (its faults are the node's to handle)."""
     if driver != "sim":
         profile = load_profile(conn.profile)
         camera = ptz.open_ptz_camera(driver, conn, profile, config.camera, on_event=on_event, connect_now=False)
-        return camera, start_pose(node, dataset, episode_id, start_pan, start_tilt)
+        return camera, start_pose(node, dataset, episode_id, start_pan, start_tilt, split)
     tilt_limits = (config.camera.tilt_min_deg, config.camera.tilt_max_deg)
     if dataset:
-        env = load_sim_env(dataset, episode_id, config, node.get_name())
+        env = load_sim_env(dataset, episode_id, config, node.get_name(), split)
         return env.camera, env.spec.initial_pose
     if panorama:
         try:
@@ -104,7 +105,7 @@ class CameraNode(Node):
         super().__init__("camera_node")
         self.config = declare_seek_config(self)
         self.intrinsics = self.config.camera.intrinsics()
-        dataset, episode_id = declare_sim_episode(self)
+        dataset, episode_id, split = declare_sim_episode(self)
         self.driver = declare(self, "driver", "sim", "camera driver", choices=DRIVERS)
         panorama = declare(self, "panorama", "", "sim: ERP image when no dataset is given")
         start_pan = declare(self, "start_pan", 0.0, "start pan when no dataset is given [rad]", lo=-math.pi,
@@ -122,7 +123,7 @@ class CameraNode(Node):
         self.retry_s = self.conn.retry_s
         self.retry_timer = None
         self.camera, self.start_pose = make_camera(self, self.config, self.driver, dataset, episode_id, panorama,
-                                                   start_pan, start_tilt, self.conn, self._on_driver_event)
+                                                   start_pan, start_tilt, self.conn, self._on_driver_event, split)
 
         self.pub_image = self.create_publisher(Image, api.IMAGE, api.IMAGE_QOS)
         self.pub_info = self.create_publisher(CameraInfo, api.CAMERA_INFO, api.IMAGE_QOS)

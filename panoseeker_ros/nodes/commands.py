@@ -24,6 +24,8 @@ def _graph_choices(args, params: Path) -> tuple[dict, dict[str, dict], Path | No
     dataset = (Path(args.dataset) if args.dataset else Path(in_file) if in_file else
                None if real_camera else sample_dataset())
     shared = {"dataset": str(dataset)} if dataset is not None else {}
+    if args.split:
+        shared["split"] = args.split
     if args.episode:
         shared["episode_id"] = args.episode
     policy = {k: v for k, v in (("backend", args.policy), ("model", args.model), ("adapter", args.adapter),
@@ -48,7 +50,7 @@ def cmd_launch(args) -> int:
                               f"dataset; pass --dataset sim/bedroom/dataset.json or use a params file with driver: sim")
         graph = Graph(params, args.namespace, shared, per_node, log_level=args.log_level)
         return run_graph(graph, respawn=args.respawn)
-    ds = load_dataset(dataset)  # one clear line for a bad dataset or episode, before the nodes say it
+    ds = load_dataset(dataset, args.split or read_ros_parameters(params).get("split") or None)  # one clear line for a bad dataset or episode, before the nodes say it
     spec = ds.by_id(args.episode) if args.episode else ds.episodes[0]
     graph = Graph(params, args.namespace, shared, per_node, log_level=args.log_level or ("warn" if args.demo else None))
     if not args.demo:
@@ -114,6 +116,8 @@ def register(subparsers) -> None:
     p.add_argument("--namespace", default=api.DEFAULT_NAMESPACE, help="namespace of every topic (default %(default)s)")
     p.add_argument("--dataset", help="simulated scene: dataset.json (default: the params file's, else the "
                                      "shipped bedroom sample)")
+    p.add_argument("--split", choices=("test", "train"), help="the split when --dataset is the official APRS "
+                                                             "benchmark's folder")
     p.add_argument("--episode", help="episode id in the dataset (default: the first)")
     p.add_argument("--policy", choices=POLICIES, help="policy backend (default: the params file's)")
     p.add_argument("--segmenter", choices=SEGMENTERS, help="segmenter backend (default: the params file's)")

@@ -41,7 +41,9 @@ SHARED_DESCRIPTIONS = {
 }
 
 SIM_DESCRIPTIONS = {
-    "dataset": "simulation: APRS dataset.json (or its directory) of the scene; empty on a robot",
+    "dataset": "simulation: APRS dataset.json (or its directory), or the official benchmark's folder (with split); "
+               "empty on a robot",
+    "split": "simulation: test or train when dataset is the official benchmark's folder; empty for a dataset.json",
     "episode_id": "simulation: episode id in the dataset; empty: the first episode",
 }
 
@@ -124,10 +126,11 @@ def _live(node: Node) -> _LiveParameters:
     return node._panoseeker_live
 
 
-def declare_sim_episode(node: Node) -> tuple[str, str]:
-    """Declare the shared ``dataset`` and ``episode_id`` (read-only); returns them."""
+def declare_sim_episode(node: Node) -> tuple[str, str, str]:
+    """Declare the shared ``dataset``, ``episode_id`` and ``split`` (read-only); returns them."""
     return (declare(node, "dataset", "", SIM_DESCRIPTIONS["dataset"]),
-            declare(node, "episode_id", "", SIM_DESCRIPTIONS["episode_id"]))
+            declare(node, "episode_id", "", SIM_DESCRIPTIONS["episode_id"]),
+            declare(node, "split", "", SIM_DESCRIPTIONS["split"]))
 
 
 def declare(node: Node, name: str, default, description: str, *, lo=None, hi=None, choices=None,

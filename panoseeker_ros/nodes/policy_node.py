@@ -21,7 +21,7 @@ Services
     client: camera/reset
 Parameters (read-only unless marked live: ``ros2 param set`` applies those at once)
     autostart, backend (qwen | expert | scan | random), model, adapter, memory, device, decoding, seed
-    dataset, episode_id: the simulated episode (expert and scan plan on its ground truth; with a dataset
+    dataset, split, episode_id: the simulated episode (expert and scan plan on its ground truth; with a dataset
         every result is scored against it)
     reset_camera (live): a new search first returns the camera to its start pose (else it starts where it is)
     observation_timeout_s (live): wait for the view after a camera request (one re-capture, then fail) [s]
@@ -94,7 +94,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.config = declare_seek_config(self, live=lambda cfg: setattr(self, "config", cfg))
         intr = self.config.camera.intrinsics()
         self.view_size = (intr.width, intr.height)
-        self.dataset, self.episode_id = declare_sim_episode(self)
+        self.dataset, self.episode_id, self.split = declare_sim_episode(self)
         declare(self, "autostart", True, "configure and activate at start-up")
         self.backend = declare(self, "backend", "expert", "policy backend", choices=POLICIES)
         self.model = declare(self, "model", "", "qwen: model directory (or hub id); empty: the default")
@@ -207,7 +207,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
 
     def _load(self):
         who = self.get_name()
-        scene = load_sim_env(self.dataset, self.episode_id, self.config, who) if self.dataset else None
+        scene = load_sim_env(self.dataset, self.episode_id, self.config, who, self.split) if self.dataset else None
         if needs_truth("policy", self.backend):
             if scene is None:
                 raise ConfigError(f"{who}: backend {self.backend} reads the simulated scene's ground truth; set "

@@ -48,18 +48,18 @@ class WarnOnce:
         return True
 
 
-def load_sim_env(dataset: str, episode_id: str, config: SeekConfig, who: str):
-    """The simulated episode named by the ``dataset`` / ``episode_id`` parameters (a core SimScene)."""
+def load_sim_env(dataset: str, episode_id: str, config: SeekConfig, who: str, split: str = ""):
+    """The simulated episode named by the ``dataset`` / ``episode_id`` / ``split`` parameters (a core SimScene)."""
     from ..core.environment import SimScene
 
     if not dataset:
         raise ConfigError(f"{who}: parameter 'dataset' is empty; set it to a dataset.json "
                           f"(e.g. -p dataset:=sim/bedroom/dataset.json)")
     try:
-        ds = load_dataset(dataset)
+        ds = load_dataset(dataset, split or None)
         spec = ds.by_id(episode_id) if episode_id else ds.episodes[0]
     except DatasetError as exc:
-        raise ConfigError(f"{who}: parameter 'dataset' / 'episode_id': {exc}") from None
+        raise ConfigError(f"{who}: parameter 'dataset' / 'split' / 'episode_id': {exc}") from None
     return SimScene(spec, config)
 
 

@@ -13,7 +13,7 @@ Topics (relative to the namespace; QoS names from ``interface.py``)
 Parameters (read-only unless marked live)
     autostart, backend (sam3 | oracle: the simulated scene's ground-truth mask), model, device, point_prompts
     view_timeout_s (live): wait for the view a target is on [s]
-    dataset, episode_id: the simulated episode (oracle backend)
+    dataset, split, episode_id: the simulated episode (oracle backend)
     camera.*, episode.*, reward.*, alignment.* (read-only, shared)
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         self.config = declare_seek_config(self)
         intr = self.config.camera.intrinsics()
         self.view_size = (intr.width, intr.height)
-        self.dataset, self.episode_id = declare_sim_episode(self)
+        self.dataset, self.episode_id, self.split = declare_sim_episode(self)
         declare(self, "autostart", True, "configure and activate at start-up")
         self.backend = declare(self, "backend", "oracle", "segmenter backend", choices=SEGMENTERS)
         self.model = declare(self, "model", "", "sam3: model directory (or hub id); empty: the default")
@@ -128,7 +128,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
                 raise ConfigError(f"{who}: backend {self.backend} reads the simulated scene's ground truth; set "
                                   f"parameter 'dataset' (a dataset.json) or use backend sam3")
             return make_segmenter(self.backend, self.config, load_sim_env(self.dataset, self.episode_id,
-                                                                          self.config, who).truth)
+                                                                          self.config, who, self.split).truth)
         opts = {"model": resolve_model_param(who, "model", self.model, "a local SAM-3 model directory"),
                 "device": self.device or None, "point_prompts": self.point_prompts}
         return make_segmenter(self.backend, self.config, **{k: v for k, v in opts.items() if v is not None})

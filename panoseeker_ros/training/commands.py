@@ -20,7 +20,7 @@ def cmd_make_sft_data(args) -> int:
         raise DataError(f"{out} holds SFT data already; choose another --out")
     demos = []
     if args.dataset:
-        demos += [(r, s, "expert") for r, s in expert_demonstrations(load_dataset(args.dataset), config)]
+        demos += [(r, s, "expert") for r, s in expert_demonstrations(load_dataset(args.dataset, args.split), config)]
     for bag in args.bag or []:
         demos += [(r, s, "bag") for r, s in bag_demonstrations(bag, config)]
     counts: dict[str, int] = {}
@@ -53,6 +53,7 @@ def cmd_train_sft(args) -> int:
 
 def cmd_train_grpo(args) -> int:
     from ..core.config import load_config
+    from ..core.dataset import load_dataset
     from .grpo import train_grpo
     from .settings import load_training_settings
 
@@ -63,7 +64,7 @@ def cmd_train_grpo(args) -> int:
             print(f"update {m['step']:5d}  reward {m['reward']:+.3f}  sr {m['sr']:.2f}  steps {m['steps']:.2f}  "
                   f"kl {m['kl']:.4f}  clip {m['clip']:.3f}", flush=True)
 
-    train_grpo(args.dataset, args.model, args.out, settings, load_config(args.seek_config), adapter=args.adapter,
+    train_grpo(load_dataset(args.dataset, args.split), args.model, args.out, settings, load_config(args.seek_config), adapter=args.adapter,
                max_steps=args.max_steps, segmenter=args.segmenter, sam_model=args.sam_model, on_update=show,
                resume=args.resume)
     print(f"adapter in {Path(args.out) / 'adapter'}; metrics in {Path(args.out) / 'metrics.jsonl'}")
@@ -72,10 +73,12 @@ def cmd_train_grpo(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``make-sft-data``, ``train-sft`` and ``train-grpo`` to an argparse subparsers object."""
+    from ..cli import add_dataset_options
+
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = subparsers.add_parser("make-sft-data", formatter_class=fmt,
                               help="demonstrations (expert in simulation, recorded bags) as SFT records")
-    p.add_argument("--dataset", help="APRS dataset.json (or its directory): the expert searches every episode")
+    add_dataset_options(p, what="the expert searches every episode")
     p.add_argument("--bag", action="append", help="a rosbag2 of the training topics (repeatable)")
     p.add_argument("--out", required=True, help="output directory (records.jsonl, images/)")
     p.add_argument("--view-graph", action="store_true",
@@ -98,7 +101,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("train-grpo", formatter_class=fmt,
                               help="multi-turn GRPO in the simulator (G rollouts per episode in lockstep)")
-    p.add_argument("--dataset", required=True, help="APRS dataset.json (or its directory) to roll out on")
+    add_dataset_options(p, required=True, what="the episodes to roll out on")
     p.add_argument("--model", required=True, help="Qwen3-VL model directory or hub id")
     p.add_argument("--adapter", help="SFT adapter, merged into the weights; also the KL reference")
     p.add_argument("--out", required=True, help="run directory (metrics.jsonl, checkpoints/, adapter/)")

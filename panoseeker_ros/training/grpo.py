@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..core.config import SeekConfig
-from ..core.dataset import load_dataset
+from ..core.dataset import Dataset, load_dataset
 from ..core.environment import SimScene, run_lockstep
 from .demonstrations import DataError
 from .modeling import trainable_parameters, trainable_policy
@@ -77,7 +77,7 @@ def train_grpo(dataset_path, model: str, out, settings: TrainingSettings | None 
     g = settings.grpo
     if g.group_size < 2:
         raise ValueError(f"grpo.group_size={g.group_size}: a group needs at least 2 rollouts to compare")
-    dataset = load_dataset(dataset_path)
+    dataset = dataset_path if isinstance(dataset_path, Dataset) else load_dataset(dataset_path)  # or a loaded one
     out = Path(out)
     if (out / "metrics.jsonl").exists() and not resume:
         raise DataError(f"{out} holds a training run already; pass --resume to continue it or choose another --out")
