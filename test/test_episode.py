@@ -9,7 +9,7 @@ from panoseeker_ros.core.config import AlignmentConfig, SeekConfig
 from panoseeker_ros.core.dataset import load_dataset
 from panoseeker_ros.core.environment import SimScene, answer, run_episode, run_lockstep, shoot
 from panoseeker_ros.core.episode import (Capture, Decide, Decision, Done, Episode, Frame, Look, Move, Segment,
-                                         decode_rle, encode_rle, rotate_view_mask)
+                                         Track, decode_rle, encode_rle, rotate_view_mask)
 from panoseeker_ros.core.geometry import Intrinsics, Pose, great_circle_deg, project_erp_mask
 from panoseeker_ros.core.rewards import terminal_reward
 from panoseeker_ros.models.oracle import OracleDetector, OracleSegmenter
@@ -50,11 +50,13 @@ def test_requests_of_an_expert_episode_in_order(cube_dataset):
     while not isinstance(req, Done):
         req = ep.observe(answer(req, scene.camera, policy, seg))
         kinds.append(type(req).__name__)
-    # look at the start, then decide/move until STOP, segment, look to align, segment again
-    assert kinds[:2] == ["Look", "Decide"] and kinds[-4:] == ["Segment", "Look", "Segment", "Done"]
-    assert set(kinds[2:-4]) <= {"Move", "Decide"}
+    # look at the start, then decide/move until STOP, segment, then (look to align, track it there) up to 6 times
+    stop = kinds.index("Segment")
+    assert kinds[:2] == ["Look", "Decide"] and set(kinds[2:stop]) <= {"Move", "Decide"} and kinds[-1] == "Done"
+    aligning = kinds[stop + 1:-1]
+    assert 2 <= len(aligning) <= 12 and aligning == ["Look", "Track"] * (len(aligning) // 2)
     result = req.result
-    assert result.success and result.looks == 1 and ep.done and ep.pending is req
+    assert result.success and result.looks == len(aligning) // 2 and ep.done and ep.pending is req
     assert result.path[-1] == result.final_pose != result.stop_pose
     assert result.found and result.mask.shape == (INTR.height, INTR.width)
 
@@ -185,7 +187,8 @@ def test_alignment_centres_the_mask(cube_dataset):
         req = ep.observe(answer(req, scene.camera, policy, seg))
     ys, xs = np.nonzero(req.result.mask)
     assert abs(xs.mean() - INTR.cx) < 40 and abs(ys.mean() - INTR.cy) < 40
-    assert req.result.looks == 1 and req.result.message == "aligned"
+    assert 1 <= req.result.looks <= 6 and req.result.message.startswith("aligned in")
+    assert max(map(abs, req.result.final_offset_deg)) < 2.0
 
 
 def test_alignment_can_be_switched_off(cube_dataset):
@@ -202,8 +205,9 @@ def test_an_empty_first_mask_ends_without_a_look(cube_dataset):
     assert result.looks == 0 and not result.found and result.message == "empty mask: nothing to align"
 
 
-def test_a_target_cut_by_the_border_gets_further_looks_until_centred():
-    scene = SimScene(load_dataset(sample_dataset()).by_id("bedroom-001"))  # the wardrobe: 82° tall
+def test_carried_box_mode_a_target_cut_by_the_border_gets_further_looks_until_centred():
+    config = dataclasses.replace(SeekConfig(), alignment=AlignmentConfig(mode="carried-box"))
+    scene = SimScene(load_dataset(sample_dataset()).by_id("bedroom-001"), config)  # the wardrobe: 82° tall
     start = Pose(120, -30)  # its top is cut off here
     box = OracleDetector(scene.truth, INTR).detect(start)
     ep = scene.episode()
@@ -294,3 +298,74 @@ def test_move_request_is_relative_and_saturates_at_the_official_pitch_limit(cube
     frame = shoot(scene.camera, Move(30, 30))
     assert frame.pose == Pose(-160, 89.9)  # the simulator clamps elevation to ±89.9°, as the official environment
     assert shoot(scene.camera, Look(Pose(0, -90))).pose == Pose(0, -89.9)
+
+
+def test_official_alignment_converges_within_5_centring_moves_on_every_sample_episode():
+    """Move to the STOP mask's centroid, then centre while the tracked centroid is >= 2° off on either axis."""
+    config = SeekConfig()
+    assert (config.alignment.mode, config.alignment.centering_moves, config.alignment.tolerance_deg) == ("track", 5, 2.0)
+    for spec in load_dataset(sample_dataset()).episodes:
+        scene = SimScene(spec, config)
+        r = run_episode(scene, make_policy("expert", config, scene.truth), oracle(scene))
+        assert r.box is not None and 1 <= r.looks <= 6, spec.id
+        assert all(abs(v) < 2.0 for v in r.final_offset_deg), (spec.id, r.final_offset_deg)
+        # every move is recorded with the offset that made it, and counts in the path P
+        assert [m["move"] for m in r.alignment] == list(range(1, r.looks + 1))
+        assert all(max(map(abs, m["offset_deg"])) >= 2.0 for m in r.alignment[1:]), spec.id
+        assert r.path[-r.looks:] == [Pose(**m["to"]) for m in r.alignment]
+        before = r.path[:-r.looks]
+        assert r.outcome.path_deg > sum(great_circle_deg(a.theta, a.phi, b.theta, b.phi)
+                                        for a, b in zip(before, before[1:]))
+
+
+class LosesTheObject:
+    """An oracle segmenter whose tracker loses the object after ``keep`` tracked views."""
+
+    name = "losing"
+
+    def __init__(self, inner, keep: int):
+        self.inner, self.keep, self.tracked = inner, keep, 0
+
+    def segment(self, view, box_px, pose):
+        return self.inner.segment(view, box_px, pose)
+
+    def track(self, view, pose):
+        self.tracked += 1
+        mask = self.inner.track(view, pose)
+        return mask if self.tracked <= self.keep else np.zeros_like(mask)
+
+
+@pytest.mark.parametrize("keep", [0, 1])
+def test_official_alignment_stops_when_the_object_is_lost_and_keeps_the_last_good_mask(keep):
+    scene = SimScene(load_dataset(sample_dataset()).by_id("bedroom-001"))
+    start = Pose(120, -30)  # the wardrobe's top is cut off: it takes more than one move to centre
+    seg = LosesTheObject(oracle(scene), keep)
+    ep = scene.episode()
+    req = ep.start("the wardrobe", start)
+    policy = Scripted(Action.stop_at(OracleDetector(scene.truth, INTR).detect(start)))
+    masks = []
+    while not isinstance(req, Done):
+        got = answer(req, scene.camera, policy, seg)
+        if isinstance(req, (Segment, Track)):
+            masks.append((got, req.frame))
+        req = ep.observe(got)
+    r = req.result
+    assert r.looks == keep + 1 and seg.tracked == keep + 1  # no move after the object was lost
+    good_mask, good_frame = masks[-2]
+    assert good_mask.any() and np.array_equal(r.mask, good_mask) and r.frame is good_frame
+    assert "lost after alignment move" in r.message and r.found
+    assert r.final_pose == r.path[-1] != good_frame.pose  # the camera made the move on which the object was lost
+    assert len(r.alignment) == keep + 1 and r.score.outcome.iou > 0.5
+
+
+def test_a_segmenter_that_cannot_track_is_refused_with_one_line(cube_dataset):
+    scene = scene_of(cube_dataset)
+
+    class BoxOnly:
+        name = "box-only"
+
+        def segment(self, view, box_px, pose):
+            return oracle(scene).segment(view, box_px, pose)
+
+    with pytest.raises(ValueError, match="cannot track an object; set alignment.mode: carried-box"):
+        run_episode(scene, make_policy("expert", scene.config, scene.truth), BoxOnly())

@@ -58,7 +58,7 @@ def test_make_tiny_models_command_is_deterministic(tmp_path, capsys, qwen_dir):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja",
                  "preprocessor_config.json"):
         assert (tmp_path / "qwen3vl-tiny" / name).read_bytes() == (qwen_dir / name).read_bytes(), name
-    assert (tmp_path / "sam3-tracker-tiny" / "model.safetensors").stat().st_size < 2_000_000
+    assert (tmp_path / "sam3-tracker-tiny" / "model.safetensors").stat().st_size < 8_000_000  # with the video memory
     text_dir = qwen_dir.parent / "sam3-tiny"  # built by the session's tiny models with the same seed
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json"):
         assert (tmp_path / "sam3-tiny" / name).read_bytes() == (text_dir / name).read_bytes(), name

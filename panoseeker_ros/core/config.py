@@ -43,13 +43,24 @@ class EpisodeConfig:
     canvas_height: int = 512
 
 
+ALIGNMENT_MODES = ("track", "carried-box")
+
+
 @dataclass
 class AlignmentConfig:
-    """Active alignment after STOP: centre the mask's centroid, re-segment (see README, Metrics)."""
+    """Active alignment after STOP: centre the mask's centroid (see README, Metrics).
+
+    ``track`` (the official PanoSeeker alignment): move to the STOP mask's centroid, then up to
+    ``centering_moves`` more while the tracked object's centroid is ``tolerance_deg`` or more off the view
+    centre on either axis; each new view is segmented by tracking the object from the first mask.
+    ``carried-box``: re-segment each new view with the box carried over, at most ``max_looks`` looks.
+    """
 
     enabled: bool = True  # False: the STOP view's mask is final
-    max_looks: int = 3  # the method makes one look; more only while the mask is cut by the border
-    tolerance_deg: float = 2.0  # ... and its centroid is farther than this off the optical axis
+    mode: str = "track"  # track | carried-box
+    centering_moves: int = 5  # track: centring moves after the move to the centroid
+    max_looks: int = 3  # carried-box: looks in all; more than one only while the mask is cut by the border ...
+    tolerance_deg: float = 2.0  # ... and its centroid is farther than this off centre (track: on either axis)
 
 
 @dataclass
@@ -110,6 +121,10 @@ def config_from_dict(params: dict) -> SeekConfig:
         raise ConfigError("episode.max_steps must be at least 1")
     if cfg.alignment.max_looks < 0:
         raise ConfigError("alignment.max_looks must be 0 or more")
+    if cfg.alignment.centering_moves < 0:
+        raise ConfigError("alignment.centering_moves must be 0 or more")
+    if cfg.alignment.mode not in ALIGNMENT_MODES:
+        raise ConfigError(f"alignment.mode = {cfg.alignment.mode!r}; use one of {', '.join(ALIGNMENT_MODES)}")
     cfg.camera.intrinsics()  # validates the field of view
     return cfg
 

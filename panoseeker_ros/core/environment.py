@@ -13,7 +13,7 @@ from .camera import Camera, PanoramaCamera
 from .config import SeekConfig
 from .dataset import EpisodeSpec
 from .episode import (Capture, Decide, Decision, Done, Episode, EpisodeResult, Frame, GroundTruth, Look, Move,
-                      Observation, Policy, Request, Segment, Segmenter)
+                      Observation, Policy, Request, Segment, Segmenter, Track)
 from .geometry import PanoramaRenderer
 
 
@@ -79,7 +79,18 @@ def answer(req: Request, camera: Camera, policy: Policy, segmenter: Segmenter):
         return decide(policy, [req.observation])[0]
     if isinstance(req, Segment):
         return segmenter.segment(req.frame.view, req.box_px, req.frame.pose)
+    if isinstance(req, Track):
+        return track(segmenter, req)
     return shoot(camera, req)
+
+
+def track(segmenter: Segmenter, req: Track):
+    """The segmenter's mask of the tracked object on ``req.frame`` (the official alignment)."""
+    follow = getattr(segmenter, "track", None)
+    if follow is None:
+        raise ValueError(f"segmenter {getattr(segmenter, 'name', type(segmenter).__name__)} cannot track an object; "
+                         f"set alignment.mode: carried-box or use a segmenter that tracks (oracle, sam3)")
+    return follow(req.frame.view, req.frame.pose)
 
 
 def run_episode(scene: SimScene, policy: Policy, segmenter: Segmenter) -> EpisodeResult:

@@ -12,7 +12,8 @@ The simulator answers in-process (:mod:`.environment`), the ROS policy node over
 lockstep driver answers N episodes together (a GRPO group, a batch of evaluation episodes).
 
 Answers: a :class:`Frame` for :class:`Look`, :class:`Move` and :class:`Capture`; a
-:class:`Decision` for :class:`Decide`; an (H, W) bool mask in view pixels for :class:`Segment`.
+:class:`Decision` for :class:`Decide`; an (H, W) bool mask in view pixels for :class:`Segment` and
+:class:`Track`.
 Angles are degrees; stamps are seconds on the driver's clock.
 """
 from __future__ import annotations
@@ -26,8 +27,8 @@ import numpy as np
 from .actions import Action, box_to_pixels
 from .config import SeekConfig
 from .egosphere import EgoSphere
-from .geometry import Intrinsics, Pose, camera_rotation, mask_bbox, pose_distance, project_erp_mask, \
-    view_mask_centroid_dir, view_mask_to_erp
+from .geometry import Intrinsics, Pose, camera_rotation, dir_to_view_pixel, mask_bbox, pose_distance, \
+    project_erp_mask, view_mask_centroid_dir, view_mask_to_erp
 from .metrics import EpisodeOutcome, box_iou, mask_iou, path_length_deg
 from .rewards import step_reward, terminal_reward
 
@@ -82,7 +83,10 @@ class Policy(Protocol):
 
 
 class Segmenter(Protocol):
-    """Box → mask on one view. ``box_px`` is (x1, y1, x2, y2) in view pixels; returns (H, W) bool."""
+    """Box → mask on one view. ``box_px`` is (x1, y1, x2, y2) in view pixels; returns (H, W) bool.
+
+    A segmenter that can track (the official alignment) also has ``track(view, pose)``: the mask of the
+    object of its last ``segment`` call on a later view (empty when it is lost)."""
 
     name: str
 
@@ -151,12 +155,21 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Track:
+    """Answer the (H, W) bool mask of the object segmented at STOP (the last Segment) on ``frame``'s view,
+    tracked from the first mask (empty: the object is lost). ``look`` is the alignment move k it follows."""
+
+    frame: Frame
+    look: int
+
+
+@dataclass(frozen=True)
 class Done:
     result: "EpisodeResult"
 
 
 CameraRequest = Union[Look, Capture, Move]
-Request = Union[Look, Capture, Move, Decide, Segment, Done]
+Request = Union[Look, Capture, Move, Decide, Segment, Track, Done]
 
 
 # ---------------------------------------------------------------------------- records and results
@@ -210,10 +223,12 @@ class EpisodeResult:
     box: tuple | None  # the STOP box, 0–1000 view units; None: no target (or truncated)
     truncated: bool
     looks: int  # alignment looks made
-    frame: Frame  # the view the final mask is on (at ``final_pose``)
+    frame: Frame  # the view the final mask is on (at ``final_pose``, or before it when the object was lost)
     mask: np.ndarray = field(repr=False)  # (H, W) bool, the final mask in view pixels (empty: nothing found)
     message: str = ""
     score: Score | None = None
+    alignment: list = field(default_factory=list)  # one dict per alignment move: from, to, the offset that made it
+    final_offset_deg: tuple | None = None  # the final mask's centroid off the centre of its view (h, v) [deg]
 
     @property
     def steps(self) -> int:
@@ -241,7 +256,9 @@ class EpisodeResult:
              "steps": self.steps, "truncated": self.truncated, "looks": self.looks, "message": self.message,
              "stop_pose": self.stop_pose.as_dict(), "final_pose": self.final_pose.as_dict(),
              "poses": [p.as_dict() for p in self.path], "box": [float(v) for v in self.box] if self.box else None,
-             "mask_pixels": int(self.mask.sum()), "trajectory": [r.as_dict() for r in self.records]}
+             "mask_pixels": int(self.mask.sum()), "trajectory": [r.as_dict() for r in self.records],
+             "alignment": self.alignment,
+             "final_offset_deg": [round(float(v), 4) for v in self.final_offset_deg] if self.final_offset_deg else None}
         if self.score is not None:
             o = self.score.outcome
             d.update(reward=self.score.reward, iou=o.iou, iou_level=self.score.iou_level, final_distance_deg=o.final_distance_deg,
@@ -274,9 +291,10 @@ class Episode:
         self.frame: Frame | None = None  # the newest frame
         self.truncated = False
         self.looks = 0
+        self.alignment: list[dict] = []  # the alignment moves made (EpisodeResult.alignment)
         self.result: EpisodeResult | None = None
         self._pending: Request | None = None
-        self._mask: tuple[np.ndarray, Frame] | None = None  # the newest mask and the frame it is on
+        self._mask: tuple[np.ndarray, Frame] | None = None  # the newest non-empty mask and the frame it is on
 
     # -- driving -----------------------------------------------------------------------------
 
@@ -314,12 +332,12 @@ class Episode:
             if not isinstance(answer, Decision):
                 raise TypeError(f"Decide is answered with a Decision, not {type(answer).__name__}")
             return self._on_decision(req.observation, answer)
-        if isinstance(req, Segment):
+        if isinstance(req, (Segment, Track)):
             mask = np.asarray(answer, dtype=bool)
             if mask.shape != req.frame.view.shape[:2]:
                 raise ValueError(f"the mask is {mask.shape}, the view {req.frame.view.shape[:2]}; "
                                  f"a segmenter answers one bool per view pixel")
-            return self._on_mask(req, mask)
+            return self._on_mask(req, mask) if isinstance(req, Segment) else self._on_tracked(req, mask)
         raise RuntimeError("the episode waits for nothing: call start() first" if req is None
                            else "the episode has ended; make a new Episode for the next search")
 
@@ -362,7 +380,7 @@ class Episode:
         self.state = "observing"
         return self._ask(Move(action.dtheta, action.dphi))
 
-    # -- active alignment: segment, centre the mask, re-segment with the box carried over ----
+    # -- active alignment: segment, centre the mask; then track it (official) or carry the box ----
 
     def _on_mask(self, req: Segment, mask: np.ndarray) -> Request:
         self._mask = (mask, req.frame)
@@ -372,17 +390,39 @@ class Episode:
             return self._finish(mask, req.frame, "empty mask: nothing to align" if req.look == 0
                                 else "the mask after the alignment look is empty")
         if req.look == 0:
-            if not align.enabled or align.max_looks < 1:
+            moves = align.centering_moves + 1 if align.mode == "track" else align.max_looks
+            if not align.enabled or moves < 1:
                 return self._finish(mask, req.frame, "segmented without alignment")
-            return self._look_at(centre)
+            return self._look_at(centre, mask, req.frame)
         # a mask still cut by the view border and off centre: the target is larger than the view, or
         # was only partly seen; look again, up to max_looks looks in all
         if (self.looks < align.max_looks and touches_border(mask)
                 and pose_distance(centre, req.frame.pose) > align.tolerance_deg):
-            return self._look_at(centre)
+            return self._look_at(centre, mask, req.frame)
         return self._finish(mask, req.frame, "aligned")
 
-    def _look_at(self, pose: Pose) -> Request:
+    def _on_tracked(self, req: Track, mask: np.ndarray) -> Request:
+        """The official centring loop: stop when the centroid is within the tolerance on both axes, the
+        object is lost (keep the last good mask) or the moves are spent."""
+        align = self.config.alignment
+        offset = centroid_offset_deg(mask, req.frame.pose, self.intrinsics)
+        if offset is None:
+            last, on = self._mask
+            return self._finish(last, on, f"the object was lost after alignment move {req.look}; kept the mask "
+                                          f"of the view before")
+        self._mask = (mask, req.frame)
+        if abs(offset[0]) < align.tolerance_deg and abs(offset[1]) < align.tolerance_deg:
+            return self._finish(mask, req.frame, f"aligned in {self.looks} move{'s' if self.looks > 1 else ''}")
+        if self.looks >= align.centering_moves + 1:
+            return self._finish(mask, req.frame, f"aligned: {self.looks} moves made, the centroid is still "
+                                                 f"{max(map(abs, offset)):.1f}° off")
+        return self._look_at(view_mask_centroid_dir(mask, req.frame.pose, self.intrinsics), mask, req.frame)
+
+    def _look_at(self, pose: Pose, mask: np.ndarray, on: Frame) -> Request:
+        """An alignment move to ``pose`` (the centroid of ``mask`` on ``on``), recorded with the offset that made it."""
+        offset = centroid_offset_deg(mask, on.pose, self.intrinsics)
+        self.alignment.append({"move": len(self.alignment) + 1, "from": on.pose.as_dict(), "to": pose.as_dict(),
+                               "offset_deg": [round(float(v), 4) for v in offset]})
         self.state = "aligning"
         return self._ask(Look(pose, "align"))
 
@@ -390,6 +430,10 @@ class Episode:
         self.frame = frame
         self.looks += 1
         self.path.append(frame.pose)
+        self.alignment[-1]["to"] = frame.pose.as_dict()  # where the camera went (its limits may clamp)
+        if self.config.alignment.mode == "track":
+            self.state = "segmenting"
+            return self._ask(Track(frame, self.looks))
         mask, src = self._mask
         box = carried_box(mask, src.pose, frame.pose, self.intrinsics)
         if box is None:  # the target left the view (tilt limits): keep what we had
@@ -407,7 +451,8 @@ class Episode:
         box = final.box if final.stop else None
         stop_pose = self.records[-1].pose
         result = EpisodeResult(self.id, self.category, self.instruction, self.records, self.path, stop_pose,
-                               self.frame.pose, box, self.truncated, self.looks, on, mask, message)
+                               self.frame.pose, box, self.truncated, self.looks, on, mask, message, None,
+                               self.alignment, centroid_offset_deg(mask, on.pose, self.intrinsics))
         if self.truth is not None:
             result.score = score(result, self.truth, self.config)
         self.state, self.result = "done", result
@@ -435,6 +480,17 @@ def score(r: EpisodeResult, truth: GroundTruth, config: SeekConfig) -> Score:
 
 
 # ---------------------------------------------------------------------------- alignment geometry
+
+def centroid_offset_deg(mask: np.ndarray, pose: Pose, intr: Intrinsics) -> tuple[float, float] | None:
+    """How far the (solid-angle weighted) centroid of a view mask is off the view centre, along the view's
+    axes: (horizontal, vertical) degrees, right and up positive; None for an empty mask."""
+    centre = view_mask_centroid_dir(mask, pose, intr)
+    if centre is None:
+        return None
+    x, y, _ = dir_to_view_pixel(centre.theta, centre.phi, pose, intr)
+    return (float(np.degrees(np.arctan((x - intr.cx) / intr.fx))),
+            float(np.degrees(np.arctan((intr.cy - y) / intr.fy))))
+
 
 def touches_border(mask: np.ndarray) -> bool:
     return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())

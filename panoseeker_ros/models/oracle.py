@@ -52,6 +52,10 @@ class OracleSegmenter:
         self.truth = truth
         self.intrinsics = intrinsics
 
+    def track(self, view: np.ndarray, pose: Pose) -> np.ndarray:
+        """The tracked object on a later view: all of the ground truth that view sees (empty: lost)."""
+        return project_erp_mask(self.truth.mask, pose, self.intrinsics)
+
     def segment(self, view: np.ndarray, box_px, pose: Pose) -> np.ndarray:
         mask = project_erp_mask(self.truth.mask, pose, self.intrinsics)
         x1, y1, x2, y2 = (int(round(v)) for v in box_px)

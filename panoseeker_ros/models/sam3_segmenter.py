@@ -13,6 +13,12 @@ to the view and thresholded at ``mask_threshold`` (logits). An empty mask is a v
 the Bernoulli entropy of the mask probabilities ranks the pixels inside the box; the two most confident
 foreground pixels (the second at least a quarter of the box diagonal from the first, when possible) and
 the most confident background pixel become point prompts for a second pass with box + points.
+
+Tracking (the official alignment, :meth:`Sam3Segmenter.track`): the object of the last ``segment`` call
+is followed into later views by transformers' ``Sam3TrackerVideoModel`` in a streaming inference
+session: its first frame is the STOP view with the STOP box, every later view is one more frame, and
+its memory of the object comes from those frames alone. The video model loads from the same directory
+or hub id on the first ``track`` and stays resident beside the image model.
 """
 from __future__ import annotations
 
@@ -93,8 +99,13 @@ class Sam3Segmenter:
 
     name = "sam3"
 
-    def __init__(self, model, image_input: ViewInput, point_prompts: bool = False, mask_threshold: float = 0.0):
+    def __init__(self, model, image_input: ViewInput, point_prompts: bool = False, mask_threshold: float = 0.0,
+                 load_tracker=None):
         self.model = model.eval()
+        self.load_tracker = load_tracker  # () -> Sam3TrackerVideoModel, called on the first track()
+        self.tracker = None
+        self._object = None  # (view, box in model input pixels) of the last segment(): what track() follows
+        self._session = None  # the streaming inference session of that object
         self.pixel_values = image_input  # (H, W, 3) uint8 view → (1, 3, S, S) model input
         self.device, self.dtype, self.image_size = image_input.device, image_input.dtype, image_input.image_size
         self.point_prompts = point_prompts
@@ -114,7 +125,15 @@ class Sam3Segmenter:
         net, source = load_pretrained(Sam3TrackerModel, model, "SAM-3", fix, "--sam-model", SegmenterLoadError,
                                       device, dtype)
         image_input = ViewInput.of(net, source, int(net.config.prompt_encoder_config.image_size))
-        return cls(net, image_input, point_prompts=point_prompts, mask_threshold=mask_threshold)
+
+        def load_tracker():
+            from transformers import Sam3TrackerVideoModel
+
+            return load_pretrained(Sam3TrackerVideoModel, source, "SAM-3 video tracker", fix, "--sam-model",
+                                   SegmenterLoadError, device, dtype)[0]
+
+        return cls(net, image_input, point_prompts=point_prompts, mask_threshold=mask_threshold,
+                   load_tracker=load_tracker)
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -201,5 +220,35 @@ class Sam3Segmenter:
                 points, labels = picked
                 logits, iou, objectness = self._decode(embeddings, box, points, labels)
                 self.last.update(iou=iou, object_score=objectness, points=points, labels=labels)
-        up = F.interpolate(logits[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        self._object, self._session = (view, box), None  # a new object for track() to follow
+        return self._to_view(logits, height, width)
+
+    def _to_view(self, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
+        up = F.interpolate(logits[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
         return (up > self.mask_threshold).cpu().numpy()
+
+    @torch.inference_mode()
+    def track(self, view: np.ndarray, pose: Pose | None = None) -> np.ndarray:
+        """(H, W) bool mask of the object of the last :meth:`segment` call on ``view``, a later frame of a
+        streaming Sam3TrackerVideoModel session that began with that call's view and box; empty when lost."""
+        if self._object is None:
+            raise ValueError("track() follows an object segmented before: call segment() with its box first")
+        if self.tracker is None:
+            if self.load_tracker is None:
+                raise ValueError("this Sam3Segmenter has no video tracker; build it with from_pretrained")
+            self.tracker = self.load_tracker()
+        height, width = view.shape[:2]
+        if self._session is None:
+            from transformers import Sam3TrackerVideoInferenceSession
+
+            first, box = self._object
+            session = Sam3TrackerVideoInferenceSession(video_height=first.shape[0], video_width=first.shape[1],
+                                                       inference_device=self.device, dtype=self.dtype)
+            corners = torch.tensor([[[box[:2], box[2:]]]], dtype=torch.float32)  # a box is two labelled corners
+            session.add_point_inputs(session.obj_id_to_idx(1), 0, {
+                "point_coords": corners, "point_labels": torch.tensor([[[2, 3]]], dtype=torch.int32)})
+            session.obj_with_new_inputs = [1]
+            self.tracker(inference_session=session, frame=self.pixel_values(first)[0])
+            self._session = session
+        out = self.tracker(inference_session=self._session, frame=self.pixel_values(view)[0])
+        return self._to_view(out.pred_masks[0, 0], height, width)

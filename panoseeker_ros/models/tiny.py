@@ -193,16 +193,40 @@ def sam3_processor_config(image_size: int, mask_size: int) -> dict:
                                 "do_convert_rgb": True}}
 
 
+def tiny_sam3_video_config(image_size: int = TINY_SAM_IMAGE_SIZE):
+    """A Sam3TrackerVideoConfig (the tracker with its memory, for the official alignment) at toy size: the
+    ViT of :func:`tiny_sam3_config`, an FPN, prompt encoder and mask decoder of width 128 (the video model
+    cuts its object pointers into 64-wide memory tokens, so it needs a width above 64), one memory layer."""
+    from transformers import Sam3TrackerVideoConfig
+    from transformers.models.sam3_tracker_video.configuration_sam3_tracker_video import (
+        Sam3TrackerVideoMaskDecoderConfig, Sam3TrackerVideoPromptEncoderConfig)
+
+    grid, width = image_size // 14, 128
+    vision = tiny_sam3_config(image_size).vision_config
+    vision.fpn_hidden_size = width
+    prompt = Sam3TrackerVideoPromptEncoderConfig(hidden_size=width, image_size=image_size, patch_size=14,
+                                                 mask_input_channels=4)
+    decoder = Sam3TrackerVideoMaskDecoderConfig(hidden_size=width, mlp_dim=64, num_hidden_layers=2,
+                                                num_attention_heads=2, iou_head_hidden_dim=32)
+    return Sam3TrackerVideoConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder,
+                                  image_size=image_size, memory_attention_hidden_size=width,
+                                  memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=64,
+                                  memory_attention_rope_feat_sizes=[grid, grid], memory_encoder_hidden_size=width,
+                                  mask_downsampler_embed_dim=width, memory_fuser_embed_dim=width,
+                                  memory_fuser_intermediate_dim=64, memory_fuser_num_layers=1)
+
+
 def build_tiny_sam3(out_dir, seed: int = 0) -> Path:
-    """A random-init Sam3TrackerModel and its processor settings in ``out_dir``."""
+    """A random-init SAM-3 tracker and its processor settings in ``out_dir``: saved as a
+    Sam3TrackerVideoModel, so the one directory serves Sam3TrackerModel (box → mask) and
+    Sam3TrackerVideoModel (tracking), as facebook/sam3 does."""
     import torch
-    from transformers import Sam3TrackerModel
+    from transformers import Sam3TrackerVideoModel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = tiny_sam3_config()
-    Sam3TrackerModel(config).eval().save_pretrained(str(out))
+    Sam3TrackerVideoModel(tiny_sam3_video_config()).eval().save_pretrained(str(out))
     grid = TINY_SAM_IMAGE_SIZE // 14
     # written directly: transformers' Sam3ImageProcessor needs torchvision, which this package does not require
     (out / "processor_config.json").write_text(json.dumps(sam3_processor_config(TINY_SAM_IMAGE_SIZE, 4 * grid),

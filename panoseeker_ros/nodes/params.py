@@ -35,9 +35,11 @@ SHARED_DESCRIPTIONS = {
     "reward.r_base": "R_term when stopping within τ",
     "reward.alpha": "R_term weight of the IoU",
     "reward.r_pen": "R_term penalty when stopping farther than τ",
-    "alignment.enabled": "centre the STOP mask's centroid and segment again before the final mask",
-    "alignment.max_looks": "alignment looks at most (more than one only while the mask is cut by the border)",
-    "alignment.tolerance_deg": "look again only while the centroid is farther than this off centre [deg]",
+    "alignment.enabled": "centre the STOP mask's centroid before the final mask",
+    "alignment.mode": "track (the official alignment: track the object into each new view) | carried-box",
+    "alignment.centering_moves": "track: centring moves after the move to the centroid",
+    "alignment.max_looks": "carried-box: looks at most (more than one only while the mask is cut by the border)",
+    "alignment.tolerance_deg": "move again only while the centroid is this far or farther off centre [deg]",
 }
 
 SIM_DESCRIPTIONS = {
