@@ -25,6 +25,7 @@ from .core.actions import Action
 from .core.config import SeekConfig
 from .core.dataset import Dataset, DatasetError, EpisodeSpec, load_dataset
 from .core.environment import SimScene, run_lockstep
+from .core.egosphere import EgoSphere
 from .core.episode import EpisodeResult, Frame, StepRecord, decode_rle, rotate_view_mask, score
 from .core.geometry import PanoramaRenderer, view_mask_centroid_dir
 from .core.metrics import EpisodeOutcome, format_table, summarize
@@ -303,7 +304,7 @@ def episode_png(dataset: Dataset, record: dict, config: SeekConfig):
     """Replay a recorded trajectory in the simulator and draw it with its final mask: RGB image."""
     spec = dataset.by_id(record["id"])
     scene = SimScene(spec, config)
-    sphere = scene.episode().egosphere
+    sphere = EgoSphere(scene.intrinsics, (config.episode.canvas_width, config.episode.canvas_height), "world")
     for pose in record["poses"]:
         sphere.integrate(scene.camera.look(pose["theta"], pose["phi"]), scene.camera.pose())
     mask = decode_rle(record["mask_rle"])

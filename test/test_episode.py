@@ -119,7 +119,8 @@ def test_observations_carry_the_episode_history(cube_dataset):
     last = seen[-1]
     assert [r.action.to_text() for r in last.history] == ["MOVE +60 0", "MOVE -30 +30"]
     assert last.history[0].view is seen[0].view and last.trajectory[-1] == last.pose
-    assert len(last.trajectory) == 3 and last.canvas.shape == (512, 1024, 3)
+    assert len(last.trajectory) == 3 and last.canvas.shape == (526, 1024, 3)  # the official picture, 1024 wide
+    assert last.canvas_style == "official"
 
 
 def test_rewards_per_move_and_terminal_at_the_final_pose(cube_dataset):

@@ -114,10 +114,14 @@ def test_bad_options_are_rejected(qwen_dir):
 
 
 def test_system_prompt_states_canvas_layout_and_the_action_grammar():
-    text = system_prompt("egosphere")
-    for needle in ("θ=-180°", "ϕ=+90°", "every 30°", "red crosshair", "Black areas are unexplored",
+    text = system_prompt("egosphere")  # the official canvas: longitude relative to the start
+    for needle in ("relative to your starting direction", "0° (the centre column) is where you looked first",
+                   "every 30°", "Numbered white discs", "rose crosshair with a ring", "Dark grey areas are unexplored",
                    "MOVE <dθ> <dϕ>", "STOP [x1, y1, x2, y2]", "+180", "-90", "0-1000"):
         assert needle in text
+    world = system_prompt("egosphere", canvas_style="world")
+    for needle in ("θ=-180°", "ϕ=+90°", "every 30°", "red crosshair", "Black areas are unexplored"):
+        assert needle in world
     assert "EgoSphere" not in system_prompt("none")
     assert "60°×45° field of view" in system_prompt("egosphere", (60.0, 45.0))  # the configured camera
 

@@ -74,7 +74,7 @@ class Client:
         rclpy.init(context=self.context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node("test_client", namespace=NS, context=self.context)
         self.op = Operator(self.node)
-        self.explored: dict[int, int] = {}  # stamp → explored (non-black) canvas pixels
+        self.explored: dict[int, int] = {}  # stamp → explored canvas pixels (neither unexplored grey nor margin)
         self.poses: list[tuple[int, Pose]] = []
         self.masks: dict[int, tuple[Image, float]] = {}  # final masks by stamp, and when they arrived
         n = self.node
@@ -90,7 +90,11 @@ class Client:
     def _on_canvas(self, msg: Image) -> None:
         from panoseeker_ros.nodes.conversions import image_to_rgb
 
-        self.explored[stamp_ns(msg.header.stamp)] = int(np.count_nonzero(image_to_rgb(msg).any(axis=2)))
+        from panoseeker_ros.core.egosphere import UNEXPLORED
+
+        canvas = image_to_rgb(msg).astype(int)
+        seen = (np.abs(canvas - UNEXPLORED).max(axis=2) > 40) & (canvas.min(axis=2) < 250)
+        self.explored[stamp_ns(msg.header.stamp)] = int(np.count_nonzero(seen))
 
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
@@ -287,6 +291,9 @@ def test_expert_finds_and_segments_the_target_while_the_canvas_grows(graph, scen
     final = pan_tilt_to_pose(res["pan"], res["tilt"])
     assert pose_distance(final, sim.truth.centroid) < config.reward.tau_deg
     assert res["iou"] >= 0.5 and res["aligned"] and res["found"] and res["record"]["success"]
+    # the official alignment through the segmentation node's tracking: every move recorded, ending centred
+    assert 1 <= res["looks"] == len(res["record"]["alignment"]) <= 6
+    assert max(map(abs, res["record"]["final_offset_deg"])) < 2.0
     # the final mask came before the result, and scored here independently it agrees
     c.spin_until(lambda: res["stamp"] in c.masks, 5, "the final mask stamped like the result")
     mask_msg, mask_arrived = c.masks[res["stamp"]]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from .egosphere import CANVAS_STYLES
 from .geometry import Intrinsics
 
 
@@ -41,6 +42,7 @@ class EpisodeConfig:
     max_steps: int = 20  # T: policy decisions per episode, the final STOP included
     canvas_width: int = 1024  # EgoSphere canvas size
     canvas_height: int = 512
+    canvas_style: str = "official"  # the picture the policy reads: official (relative longitude) | world
 
 
 ALIGNMENT_MODES = ("track", "carried-box")
@@ -123,6 +125,8 @@ def config_from_dict(params: dict) -> SeekConfig:
         raise ConfigError("alignment.max_looks must be 0 or more")
     if cfg.alignment.centering_moves < 0:
         raise ConfigError("alignment.centering_moves must be 0 or more")
+    if cfg.episode.canvas_style not in CANVAS_STYLES:
+        raise ConfigError(f"episode.canvas_style = {cfg.episode.canvas_style!r}; use one of {', '.join(CANVAS_STYLES)}")
     if cfg.alignment.mode not in ALIGNMENT_MODES:
         raise ConfigError(f"alignment.mode = {cfg.alignment.mode!r}; use one of {', '.join(ALIGNMENT_MODES)}")
     cfg.camera.intrinsics()  # validates the field of view

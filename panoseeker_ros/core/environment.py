@@ -80,17 +80,17 @@ def answer(req: Request, camera: Camera, policy: Policy, segmenter: Segmenter):
     if isinstance(req, Segment):
         return segmenter.segment(req.frame.view, req.box_px, req.frame.pose)
     if isinstance(req, Track):
-        return track(segmenter, req)
+        return track(segmenter, req.frame.view, req.frame.pose)
     return shoot(camera, req)
 
 
-def track(segmenter: Segmenter, req: Track):
-    """The segmenter's mask of the tracked object on ``req.frame`` (the official alignment)."""
+def track(segmenter: Segmenter, view, pose):
+    """The segmenter's mask of the object it segmented last, on ``view`` taken at ``pose`` (a Track's answer)."""
     follow = getattr(segmenter, "track", None)
     if follow is None:
         raise ValueError(f"segmenter {getattr(segmenter, 'name', type(segmenter).__name__)} cannot track an object; "
                          f"set alignment.mode: carried-box or use a segmenter that tracks (oracle, sam3)")
-    return follow(req.frame.view, req.frame.pose)
+    return follow(view, pose)
 
 
 def run_episode(scene: SimScene, policy: Policy, segmenter: Segmenter) -> EpisodeResult:

@@ -55,6 +55,7 @@ class Observation:
     initial_pose: Pose
     stamp: float = 0.0  # seconds; the source image's time on a robot
     history: tuple["StepRecord", ...] = ()
+    canvas_style: str = "official"  # how ``canvas`` is drawn (core.egosphere), for the prompt's description
 
 
 @dataclass
@@ -282,7 +283,7 @@ class Episode:
         self.truth = truth
         self.id, self.category = episode_id, category
         self.egosphere = EgoSphere(self.intrinsics, (self.config.episode.canvas_width,
-                                                     self.config.episode.canvas_height))
+                                                     self.config.episode.canvas_height), self.config.episode.canvas_style)
         self.state = "new"
         self.instruction = ""
         self.initial_pose: Pose | None = None
@@ -358,7 +359,8 @@ class Episode:
         self.path.append(frame.pose)
         self.egosphere.integrate(frame.view, frame.pose)
         obs = Observation(frame.view, self.egosphere.render(), frame.pose, self.instruction, len(self.records),
-                          tuple(self.egosphere.trajectory), self.initial_pose, frame.stamp, tuple(self.records))
+                          tuple(self.egosphere.trajectory), self.initial_pose, frame.stamp, tuple(self.records),
+                          self.egosphere.style)
         self.state = "deciding"
         return self._ask(Decide(obs))
 

@@ -35,9 +35,10 @@ def _fmt_pose(pose: Pose) -> str:
     return f"θ={pose.theta:+.0f}°, ϕ={pose.phi:+.0f}°"
 
 
-def system_prompt(memory: str = "egosphere", fov_deg=DEFAULT_FOV_DEG) -> str:
+def system_prompt(memory: str = "egosphere", fov_deg=DEFAULT_FOV_DEG, canvas_style: str = "official") -> str:
     """The task, the images of the chosen memory variant and the action grammar of core/actions.py;
-    ``fov_deg`` (horizontal, vertical) is the camera's configured field of view."""
+    ``fov_deg`` (horizontal, vertical) is the camera's configured field of view, ``canvas_style`` how the
+    EgoSphere is drawn (core.egosphere)."""
     check_memory(memory)
     fov_h, fov_v = (f"{v:g}" for v in fov_deg)
     lines = [
@@ -53,7 +54,16 @@ def system_prompt(memory: str = "egosphere", fov_deg=DEFAULT_FOV_DEG) -> str:
     if memory in ("visual", "hybrid"):
         lines.append(f"You also see up to {VISUAL_BUFFER} previous views, oldest first, each labelled with its "
                      "step and direction.")
-    if memory == "egosphere":
+    if memory == "egosphere" and canvas_style == "official":
+        lines += [
+            "The EgoSphere image is an equirectangular map of everything seen so far. Its longitude is relative "
+            "to your starting direction: 0° (the centre column) is where you looked first, -180° and +180° (the "
+            "left and right edges) are behind that; latitude runs from +90° (top) to -90° (bottom). Degree "
+            "labels are on the left and bottom edges and faint grid lines are drawn every 30°. Numbered white "
+            "discs mark the directions you looked at, in order; the rose crosshair with a ring marks the "
+            "current view. Dark grey areas are unexplored.",
+        ]
+    elif memory == "egosphere":
         lines += [
             "The EgoSphere image is an equirectangular map of everything seen so far: its left edge is "
             "θ=-180°, its right edge θ=+180°, its centre column θ=0°; its top edge is ϕ=+90°, its bottom edge "

@@ -308,7 +308,7 @@ class QwenPolicy:
     # -- prompt and inputs ---------------------------------------------------------------------
 
     def prompt(self, obs: Observation) -> Prompt:
-        return build_prompt(self.memory, obs, system=system_prompt(self.memory, self.fov_deg))
+        return build_prompt(self.memory, obs, system=system_prompt(self.memory, self.fov_deg, obs.canvas_style))
 
     def prompt_text(self, prompt: Prompt) -> str:
         return self.tokenizer.apply_chat_template(prompt.messages, chat_template=self.chat_template, tokenize=False,

@@ -70,6 +70,7 @@ INSTRUCTION = "instruction"
 STATUS = "status"
 FEEDBACK = "feedback"
 TARGET = "target"
+TRACK = "segmentation/track"
 MASK = "segmentation/mask"
 SEGMENTATION_STATUS = "segmentation/status"
 RESULT = "result"
@@ -107,9 +108,12 @@ TOPICS = (
           "JSON per decision {id, episode, instruction, step, pan, tilt, action, text, latency_s, observe_s, stamp}"),
     Topic(TARGET, "geometry_msgs/msg/PolygonStamped", "command", "policy_node", "segmentation_node",
           "a box to segment as 4 corners in view pixels (x right, y down; z = 0), header of the view it is "
-          "on: the STOP box, then the box carried over after each alignment look"),
+          "on: the STOP box (and, with alignment.mode carried-box, the box carried over after each look)"),
+    Topic(TRACK, "std_msgs/msg/Header", "command", "policy_node", "segmentation_node",
+          "alignment.mode track: follow the object of the last target into the view with this header (after "
+          "each alignment move); its mask comes back on segmentation/mask with this header"),
     Topic(MASK, "sensor_msgs/msg/Image", "image", "segmentation_node", "policy_node",
-          "the mask of each target, mono8 (255 = target), header of the target"),
+          "the mask of each target or track request, mono8 (255 = target), header of the request"),
     Topic(SEGMENTATION_STATUS, "std_msgs/msg/String", "status", "segmentation_node", "policy_node",
           "JSON {state, message, backend[, stamp]}; state: active, inactive, or failed (for the target "
           "stamped stamp [ns])"),
@@ -128,7 +132,7 @@ TOPIC_BY_NAME = {t.name: t for t in TOPICS}
 
 # What a training bag must hold: views and their poses, the canvas, the instructions, the moves the
 # policy made, the per-step feedback, the segmentation requests and answers, and the results.
-TRAINING_TOPICS = (IMAGE, CAMERA_INFO, POSE, CANVAS, INSTRUCTION, MOVE, LOOK, FEEDBACK, STATUS, TARGET, MASK,
+TRAINING_TOPICS = (IMAGE, CAMERA_INFO, POSE, CANVAS, INSTRUCTION, MOVE, LOOK, FEEDBACK, STATUS, TARGET, TRACK, MASK,
                    RESULT, RESULT_POSE, RESULT_MASK)
 
 CAMERA_RESET = "camera/reset"

@@ -5,6 +5,7 @@ requests over topics; the episode itself (decisions, EgoSphere, alignment, scori
     Move    → camera/move, the next view          Look → camera/look, the next view
     Decide  → the policy backend (inference thread)
     Segment → target (box on a view), the segmentation/mask stamped like that view
+    Track   → segmentation/track (the view's header), the segmentation/mask stamped like that view
     Done    → result/mask, result/overlay, result/pose, then result and the final status
 
 Topics (relative to the namespace; QoS names from ``interface.py``)
@@ -14,7 +15,8 @@ Topics (relative to the namespace; QoS names from ``interface.py``)
                camera/status        std_msgs/String (JSON)      latched  error pauses the search, ready resumes it
                segmentation/mask    sensor_msgs/Image mono8     image    the answer to a target
                segmentation/status  std_msgs/String (JSON)      status   active / inactive / failed targets
-    publishes  camera/move, camera/look (JointState), target (PolygonStamped), egosphere/canvas (Image),
+    publishes  camera/move, camera/look (JointState), target (PolygonStamped), segmentation/track (Header),
+               egosphere/canvas (Image),
                status, feedback, result (String JSON), result/mask, result/overlay, result/pose
 Services
     cancel  std_srvs/Trigger  stop the current search (status cancelled, no result)
@@ -44,12 +46,13 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 
 from ..core.config import ConfigError
 from ..core.dataset import DatasetError
-from ..core.episode import Capture, Decide, Decision, Done, Episode, EpisodeResult, Frame, Look, Move, Segment
+from ..core.episode import (Capture, Decide, Decision, Done, Episode, EpisodeResult, Frame, Look, Move, Segment,
+                            Track)
 from ..core.geometry import pose_to_pan_tilt
 from ..core.visualize import overlay_mask
 from ..models.registry import POLICIES, make_policy, needs_truth
@@ -137,6 +140,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.pub_move = self.create_publisher(JointState, api.MOVE, api.COMMAND_QOS)
         self.pub_look = self.create_publisher(JointState, api.LOOK, api.COMMAND_QOS)
         self.pub_target = self.create_publisher(PolygonStamped, api.TARGET, api.COMMAND_QOS)
+        self.pub_track = self.create_publisher(Header, api.TRACK, api.COMMAND_QOS)
         self.pub_canvas = self.create_publisher(Image, api.CANVAS, api.IMAGE_QOS)
         self.pub_result_mask = self.create_publisher(Image, api.RESULT_MASK, api.LATCHED_QOS)
         self.pub_overlay = self.create_publisher(Image, api.RESULT_OVERLAY, api.LATCHED_QOS)
@@ -294,7 +298,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             return self._finish(search, req.result)
         if isinstance(req, Decide):
             return self.think.trigger()
-        if isinstance(req, Segment):
+        if isinstance(req, (Segment, Track)):
             return self._send_target(search, req)
         self._send_camera(search)
 
@@ -332,14 +336,15 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         if fail:
             self._end(search, "failed", fail)
 
-    def _send_target(self, search: Search, req: Segment) -> None:
+    def _send_target(self, search: Search, req: Segment | Track) -> None:
         if self.segmenter_state == "inactive":
             return self._end(search, "failed", "segmentation_node is inactive; activate it (autostart:=true or "
                                                "'ros2 lifecycle set segmentation_node activate')") and None
-        if self.pub_target.get_subscription_count() == 0:
+        topic, pub = (api.TRACK, self.pub_track) if isinstance(req, Track) else (api.TARGET, self.pub_target)
+        if pub.get_subscription_count() == 0:
             if time.monotonic() - search.queued_s <= self.observation_timeout_s:
                 return  # it may still be starting (discovery): the watchdog offers the box again
-            return self._end(search, "failed", f"no segmentation_node subscribes to {api.TARGET} in "
+            return self._end(search, "failed", f"no segmentation_node subscribes to {topic} in "
                                                f"{self.get_namespace()} after {self.observation_timeout_s:g} s; "
                                                f"start it") and None
         stamp, frame_id = search.stamps[id(req.frame)]
@@ -347,8 +352,9 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             if self.search is not search or search.ended:
                 return
             search.sent_ns, search.sent_s = stamp, time.monotonic()
-            self.pub_target.publish(box_to_polygon(req.box_px, header(time_msg(stamp), frame_id)))
-        if req.look == 0:
+            hdr = header(time_msg(stamp), frame_id)
+            pub.publish(hdr if isinstance(req, Track) else box_to_polygon(req.box_px, hdr))
+        if isinstance(req, Segment) and req.look == 0:
             box = search.episode.records[-1].action.box
             self._status("segmenting", f"STOP after {search.episode.steps} steps; segmenting box "
                                        f"{[round(float(v)) for v in box]}", search)
@@ -385,7 +391,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         stamp = stamp_ns(msg.header.stamp)
         with self.lock:
             search = self.search
-            if search is None or search.ended or not isinstance(search.request, Segment) or stamp != search.sent_ns:
+            if (search is None or search.ended or not isinstance(search.request, (Segment, Track))
+                    or stamp != search.sent_ns):
                 return
         try:
             mask = image_to_mask(msg)
@@ -401,7 +408,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.segmenter_state = payload.get("state", self.segmenter_state)
         with self.lock:
             search = self.search
-            mine = (search is not None and isinstance(search.request, Segment) and search.sent_ns
+            mine = (search is not None and isinstance(search.request, (Segment, Track)) and search.sent_ns
                     and payload.get("failed_stamp") == search.sent_ns)
         if mine:
             self._end(search, "failed", f"segmentation_node: {payload.get('message', 'segmentation failed')}")
@@ -526,9 +533,9 @@ class PolicyNode(AutostartMixin, LifecycleNode):
                 return self._send_camera(search, force=True)
             return self._end(search, "failed", f"no view arrived within {self.observation_timeout_s:g} s of a camera "
                                                f"request; check that camera_node runs in {self.get_namespace()}") and None
-        if isinstance(req, Segment) and not sent:  # held: no segmentation_node matched yet
+        if isinstance(req, (Segment, Track)) and not sent:  # held: no segmentation_node matched yet
             return self._send_target(search, req)
-        if isinstance(req, Segment) and sent and now - sent_s > self.segmentation_timeout_s:
+        if isinstance(req, (Segment, Track)) and sent and now - sent_s > self.segmentation_timeout_s:
             self._end(search, "failed", f"no mask from segmentation_node within {self.segmentation_timeout_s:g} s; "
                                         f"is it running in {self.get_namespace()}?")
 

@@ -1,10 +1,13 @@
 """segmentation_node: a box → mask backend. For each ``target`` (a box on the view with the same header
-stamp) it segments that view and publishes the mask with the target's header. Which boxes to segment
-(the STOP box, the box carried over after each alignment look) is the episode's business, in the policy
-node. Lifecycle node: the segmenter loads on activate and is freed on deactivate.
+stamp) it segments that view and publishes the mask with the target's header; for each
+``segmentation/track`` (a view's header) it follows the object of the last target into that view (the
+official alignment) and publishes its mask with that header. Which boxes to segment and which views to
+track into is the episode's business, in the policy node. Lifecycle node: the segmenter loads on
+activate and is freed on deactivate.
 
 Topics (relative to the namespace; QoS names from ``interface.py``)
     subscribes target               geometry_msgs/PolygonStamped command  box in view pixels, header of its view
+               segmentation/track   std_msgs/Header              command  track the last target into this view
                camera/image         sensor_msgs/Image rgb8       image  ┐ views and poses, matched by stamp; the
                camera/joint_states  sensor_msgs/JointState       command┘ newest few are kept to find a box's view
     publishes  segmentation/mask    sensor_msgs/Image mono8      image    the target's mask (255 = target)
@@ -27,10 +30,11 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from ..core.config import ConfigError
 from ..core.dataset import DatasetError
+from ..core.environment import track
 from ..models.registry import SEGMENTERS, make_segmenter, needs_truth
 from . import interface as api
 from .conversions import MessageError, image_to_rgb, joint_state_to_pose, mask_to_image, polygon_to_box, stamp_ns
@@ -61,7 +65,8 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         self.segmenter = None
         self.active = False
         self.views: dict[int, tuple] = {}  # stamp → (image, joints)
-        self.target: tuple[PolygonStamped, float] | None = None  # the newest target waiting, and when it came
+        # the newest request waiting (a target box, or a view header to track into) and when it came
+        self.target: tuple[PolygonStamped | Header, float] | None = None
 
         inference = MutuallyExclusiveCallbackGroup()
         io = MutuallyExclusiveCallbackGroup()
@@ -72,6 +77,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         self.create_subscription(JointState, api.POSE, lambda m: self.sync.add(1, m), api.COMMAND_QOS,
                                  callback_group=io)
         self.create_subscription(PolygonStamped, api.TARGET, self._on_target, api.COMMAND_QOS, callback_group=io)
+        self.create_subscription(Header, api.TRACK, self._on_target, api.COMMAND_QOS, callback_group=io)
         self.work = self.create_guard_condition(self._work, callback_group=inference)
         self.create_timer(0.25, self._tick, callback_group=io)
         self._status("inactive", f"backend {self.backend} not loaded yet")
@@ -159,8 +165,8 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         if waiting:
             self.work.trigger()
 
-    def _on_target(self, msg: PolygonStamped) -> None:
-        stamp = stamp_ns(msg.header.stamp)
+    def _on_target(self, msg: PolygonStamped | Header) -> None:
+        stamp = stamp_ns(_header(msg).stamp)
         if not self.active:
             return self._failed(stamp, "segmentation_node is not active; activate it (autostart:=true or "
                                        "'ros2 lifecycle set segmentation_node activate')")
@@ -179,7 +185,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
             if self.target is None:
                 return
             msg, since = self.target
-            stamp = stamp_ns(msg.header.stamp)
+            stamp = stamp_ns(_header(msg).stamp)
             pair = self.views.get(stamp)
             if pair is None and time.monotonic() - since <= self.view_timeout_s:
                 return  # the view is still on its way
@@ -187,17 +193,24 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         if pair is None:
             return self._failed(stamp, f"no view stamped like the target arrived within {self.view_timeout_s:g} s")
         try:
-            box = polygon_to_box(msg)
-            if box is None:
-                raise MessageError("the target has no points; send the 4 corners of a box in view pixels")
             image, joints = pair
             view, pose = image_to_rgb(image, self.view_size), joint_state_to_pose(joints)
-            mask = self.segmenter.segment(view, box, pose)
+            if isinstance(msg, Header):
+                mask = track(self.segmenter, view, pose)
+            else:
+                box = polygon_to_box(msg)
+                if box is None:
+                    raise MessageError("the target has no points; send the 4 corners of a box in view pixels")
+                mask = self.segmenter.segment(view, box, pose)
         except MessageError as exc:
             return self._failed(stamp, f"bad target: {exc}")
         except Exception as exc:  # noqa: BLE001 - a backend error fails this target, not the node
             return self._failed(stamp, f"the {self.backend} segmenter failed: {type(exc).__name__}: {exc}")
-        self.pub_mask.publish(mask_to_image(mask, msg.header))
+        self.pub_mask.publish(mask_to_image(mask, _header(msg)))
+
+
+def _header(msg: PolygonStamped | Header) -> Header:
+    return msg if isinstance(msg, Header) else msg.header
 
 
 def main(args=None) -> int:
