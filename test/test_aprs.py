@@ -3,7 +3,6 @@ every loading error, the lazy panoramas, box-level IoU and the export → eval r
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import shutil
@@ -16,7 +15,7 @@ import pytest
 
 from panoseeker_ros import cli
 from panoseeker_ros.core import aprs
-from panoseeker_ros.core.aprs import CSV_NAMES, LAYOUTS, erp_box, export_aprs, image_size, load_aprs
+from panoseeker_ros.core.aprs import CSV_NAMES, LAYOUTS, erp_box, export_aprs, image_size
 from panoseeker_ros.core.config import SeekConfig
 from panoseeker_ros.core.dataset import DatasetError, load_dataset
 from panoseeker_ros.core.environment import SimScene, run_episode
@@ -262,3 +261,16 @@ def test_export_aprs_command_and_show_episode_of_a_benchmark_run(tmp_path, capsy
     assert "mIoU box-level" in capsys.readouterr().out
     assert cli.main(["show-episode", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "ep.png")]) == 0
     assert cv2.imread(str(tmp_path / "ep.png")) is not None
+
+
+def test_an_embedded_image_that_does_not_decode_is_named_by_row(tmp_path):
+    root = tmp_path / "emb"
+    (root / "data").mkdir(parents=True)
+    image = pa.array([{"bytes": BEDROOM.read_bytes(), "path": "a.png"}, {"bytes": b"junk", "path": "b.png"}],
+                     pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    meta = {k: [ROW[k]] * 2 for k in ROW if k != "image"}
+    meta["id"] = ["a", "b"]
+    pq.write_table(pa.table({"image": image, **meta}), root / "data" / "test.parquet")
+    with pytest.raises(DatasetError, match=r"data/test.parquet: row 2 \(id 'b'\), field image: the embedded image "
+                                           r"cannot be decoded"):
+        load_dataset(root, "test")

@@ -184,11 +184,14 @@ class _ParquetImages:
             self._group = (g, values)
         return _image_bytes(self._group[1][row - int(self.starts[g])])
 
-    def each(self):
-        """Every row's (image bytes or None, the struct's file name or None), streaming the column once."""
+    def headers(self):
+        """Every row's (whether it holds an image, its (width, height) from the header or None, the
+        struct's file name or None), streaming the column once and keeping no pixels."""
         for batch in self.file.iter_batches(columns=[self.column], batch_size=64):
             for value in batch.column(0).to_pylist():
-                yield _image_bytes(value), value.get("path") if isinstance(value, dict) else None
+                data = _image_bytes(value)
+                yield (data is not None, _size_of_bytes(data) if data is not None else None,
+                       value.get("path") if isinstance(value, dict) else None)
 
 
 def _image_bytes(value) -> bytes | None:
@@ -330,10 +333,10 @@ def load_aprs(root, split: str) -> Dataset:
     rows, images = _read_rows(path)
     if not rows:
         raise DatasetError(f"{path} holds no rows; is the download complete?")
-    embedded = list(images.each()) if images is not None else [(None, None)] * len(rows)
+    embedded = list(images.headers()) if images is not None else [(False, None, None)] * len(rows)
     sizes: dict[Path, tuple[int, int] | None] = {}
     episodes, seen = [], {}
-    for k, ((where, raw), (data, struct_name)) in enumerate(zip(rows, embedded)):
+    for k, ((where, raw), (held, size, struct_name)) in enumerate(zip(rows, embedded)):
         row = _Row(path, where, raw)
         ident = raw.get("id")
         row.id = str(ident) if ident not in (None, "") else f"{split}_{raw.get('_index', k)}"
@@ -350,10 +353,9 @@ def load_aprs(root, split: str) -> Dataset:
                        row.number("target_phi", -90, 90, "degrees in [-90, 90]"))
         box = _box(row)
         encoded = None
-        if data is not None:  # the image is in the annotation file
+        if held:  # the image is in the annotation file
             field = "image"
             scene = path.with_name(f"{path.name}::{struct_name or row.id}")
-            size = _size_of_bytes(data)
             if size is None:
                 row.fail(field, "the embedded image cannot be decoded; re-encode it as PNG or JPEG")
             encoded = (lambda r=k: images.bytes_of(r))

@@ -132,7 +132,7 @@ TOPIC_BY_NAME = {t.name: t for t in TOPICS}
 
 # What a training bag must hold: views and their poses, the canvas, the instructions, the moves the
 # policy made, the per-step feedback, the segmentation requests and answers, and the results.
-TRAINING_TOPICS = (IMAGE, CAMERA_INFO, POSE, CANVAS, INSTRUCTION, MOVE, LOOK, FEEDBACK, STATUS, TARGET, TRACK, MASK,
+TRAINING_TOPICS = (IMAGE, CAMERA_INFO, POSE, CANVAS, INSTRUCTION, MOVE, LOOK, FEEDBACK, STATUS, TARGET, MASK,
                    RESULT, RESULT_POSE, RESULT_MASK)
 
 CAMERA_RESET = "camera/reset"
