@@ -274,3 +274,22 @@ def test_an_embedded_image_that_does_not_decode_is_named_by_row(tmp_path):
     with pytest.raises(DatasetError, match=r"data/test.parquet: row 2 \(id 'b'\), field image: the embedded image "
                                            r"cannot be decoded"):
         load_dataset(root, "test")
+
+
+def test_the_benchmark_wherever_a_dataset_is_taken(tmp_path, capsys):
+    """make-sft-data and the nodes' dataset / split parameters read the official layout too."""
+    from panoseeker_ros.core.config import ConfigError
+    from panoseeker_ros.nodes.runtime import load_sim_env
+
+    root = tmp_path / "bench"
+    write_root(root, [ROW, dict(ROW, id="second", init_theta=60.0)], "{split}.jsonl", split="train")
+    scene = load_sim_env(str(root), "second", SeekConfig(), "policy_node", "train")
+    assert scene.spec.initial_pose == Pose(60.0, 0.0) and scene.truth.box_level
+    with pytest.raises(ConfigError, match="policy_node: parameter 'dataset' / 'split' / 'episode_id': .*has no test "
+                                          "annotations"):
+        load_sim_env(str(root), "", SeekConfig(), "policy_node", "test")
+    with pytest.raises(ConfigError, match="choose its split with --split test or --split train"):
+        load_sim_env(str(root), "", SeekConfig(), "policy_node")
+    assert cli.main(["make-sft-data", "--dataset", str(root), "--split", "train", "--out", str(tmp_path / "sft")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "sft" / "records.jsonl").read_text().splitlines()]
+    assert {r["episode"] for r in records} == {"test_0", "second"} and records[-1]["answer"].startswith("STOP [")
