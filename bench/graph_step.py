@@ -74,7 +74,7 @@ def main() -> int:
     peer = in_process_ms(args.moves)
     graph, n = graph_ms(args.moves)
     verdict = "meets" if graph <= GOAL_MS else "misses"
-    print(f"graph_step: {n} moves of the random policy on the bedroom sample, 1024x768 views, 1024x512 canvas")
+    print(f"graph_step: {n} moves of the random policy on the bedroom sample, 1024x768 views, the official EgoSphere picture")
     print(f"graph_step: ROS graph (move -> view + canvas at the policy) {graph:.1f} ms median, in-process "
           f"shoot + Episode.observe {peer:.1f} ms, ratio {graph / peer:.2f}x; goal <= {GOAL_MS:g} ms: {verdict}")
     return 0
