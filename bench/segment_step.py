@@ -1,13 +1,15 @@
-"""The SAM-3 segmenter at STOP: box → mask on a 1024×768 view, the two-call active-alignment loop, and
-entropy point prompts (second pass on the kept image embedding, against re-encoding the view), in one run.
+"""The SAM-3 segmenter at STOP: box → mask on a 1024×768 view, the official active-alignment loop
+(segment, move, track with the video tracker), and entropy point prompts (second pass on the kept image
+embedding, against re-encoding the view), in one run.
 
     python bench/segment_step.py --tiny models_tiny/sam3-tracker-tiny        # CPU, tiny random model
     python bench/segment_step.py                                              # CUDA, SAM-3 tracker size
     python bench/segment_step.py --with-policy [--qwen-tiny DIR]              # + the Qwen3-VL policy resident
 
 The real-size run builds the SAM-3 tracker architecture (Sam3TrackerConfig defaults: ViT 1024×32 layers,
-1008-pixel input) with random bf16 weights on the GPU; nothing is downloaded. Random weights give
-meaningless masks; the timings and memory are those of the real architecture.
+1008-pixel input; the video tracker's on first use) with random bf16 weights on the GPU; nothing is
+downloaded. Random weights give meaningless masks; the timings and memory are those of the real
+architecture.
 """
 from __future__ import annotations
 
@@ -49,7 +51,15 @@ def real_size_segmenter(point_prompts: bool, cls=Sam3Segmenter, seed: int = 0):
     torch.manual_seed(seed)
     with torch.device("cuda"):
         model = Sam3TrackerModel._from_config(Sam3TrackerConfig(), dtype=torch.bfloat16).eval()
-    return cls(model, ViewInput(model, int(model.config.prompt_encoder_config.image_size)), point_prompts=point_prompts)
+
+    def video_tracker():  # the official alignment tracks with the video model, built on first use
+        from transformers import Sam3TrackerVideoConfig, Sam3TrackerVideoModel
+
+        with torch.device("cuda"):
+            return Sam3TrackerVideoModel._from_config(Sam3TrackerVideoConfig(), dtype=torch.bfloat16).eval()
+
+    return cls(model, ViewInput(model, int(model.config.prompt_encoder_config.image_size)), point_prompts=point_prompts,
+               load_tracker=video_tracker)
 
 
 def timed(fn, items, device) -> float:
@@ -116,7 +126,7 @@ def main() -> int:
     stop = Decision(Action.stop_at(BOX))
 
     def align(o):
-        """The STOP phase of the episode stepper from view ``o``: segment, look, segment again."""
+        """The STOP phase of the episode stepper from view ``o``: segment, look, track (up to 5 centring moves)."""
         episode = scene.episode()
         req = episode.observe(answer(episode.start(o.instruction, o.pose), scene.camera, None, None))
         req = episode.observe(stop)
@@ -138,7 +148,7 @@ def main() -> int:
     used_points = sum(used)
     t_peer = timed(lambda o: peer.segment(o.view, box_px, o.pose), views, device)
     print(f"segment_step: {what}, {len(views)} views of 1024x768")
-    print(f"segment_step: box->mask {t_box:.1f} ms, alignment loop (2 calls + camera move) {t_align:.1f} ms "
+    print(f"segment_step: box->mask {t_box:.1f} ms, alignment loop (segment, moves, tracking) {t_align:.1f} ms "
           f"({sum(aligned)}/{len(aligned)} moved), point prompts {t_points:.1f} ms vs re-encoding {t_peer:.1f} ms, "
           f"ratio {t_peer / t_points:.2f}x (points used on {used_points}/{len(views)} views), "
           f"peak {peak_memory(device)}")
