@@ -88,8 +88,8 @@ def test_launch_with_a_real_camera_simulates_nothing(tmp_path, capsys):
     real.write_text(yaml.safe_dump({"/**/camera_node": {"ros__parameters": {"driver": "visca"}}}))
     sim = tmp_path / "sim.yaml"
     sim.write_text(yaml.safe_dump({"/**/camera_node": {"ros__parameters": {"driver": "sim"}}}))
-    opts = argparse.Namespace(dataset=None, episode=None, policy=None, model=None, adapter=None, memory=None,
-                              decoding=None, device=None, segmenter=None, sam_model=None, step_period=None)
+    opts = argparse.Namespace(dataset=None, split=None, episode=None, policy=None, model=None, adapter=None,
+                              memory=None, decoding=None, device=None, segmenter=None, sam_model=None, step_period=None)
     shared, _, dataset = _graph_choices(opts, real)
     assert dataset is None and "dataset" not in shared  # the start pose is the camera's, not the sample's
     assert _graph_choices(opts, sim)[2] == sample_dataset()
