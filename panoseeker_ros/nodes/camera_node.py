@@ -80,7 +80,8 @@ def start_pose(node: Node, dataset: str, episode_id: str, start_pan: float, star
 
 
 def make_camera(node: Node, config, driver: str, dataset: str, episode_id: str, panorama: str,
-                start_pan: float, start_tilt: float, conn: PtzConnection, on_event, split: str = "") -> tuple[Camera, Pose]:
+                start_pan: float, start_tilt: float, conn: PtzConnection, on_event,
+                split: str = "") -> tuple[Camera, Pose]:
     """The driver's camera and its start pose; a real head is opened lazily (its faults are the node's to handle)."""
     if driver != "sim":
         profile = load_profile(conn.profile)

@@ -50,7 +50,8 @@ def cmd_launch(args) -> int:
                               f"dataset; pass --dataset sim/bedroom/dataset.json or use a params file with driver: sim")
         graph = Graph(params, args.namespace, shared, per_node, log_level=args.log_level)
         return run_graph(graph, respawn=args.respawn)
-    ds = load_dataset(dataset, args.split or read_ros_parameters(params).get("split") or None)  # one clear line for a bad dataset or episode, before the nodes say it
+    # one clear line for a bad dataset or episode, before the nodes say it
+    ds = load_dataset(dataset, args.split or read_ros_parameters(params).get("split") or None)
     spec = ds.by_id(args.episode) if args.episode else ds.episodes[0]
     graph = Graph(params, args.namespace, shared, per_node, log_level=args.log_level or ("warn" if args.demo else None))
     if not args.demo:

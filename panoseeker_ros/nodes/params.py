@@ -28,7 +28,8 @@ SHARED_DESCRIPTIONS = {
     "episode.max_steps": "T: policy decisions per episode, the final STOP included",
     "episode.canvas_width": "EgoSphere canvas width [px]",
     "episode.canvas_height": "EgoSphere canvas height [px]",
-    "episode.canvas_style": "the EgoSphere picture the policy reads: official (longitude relative to the start) | world",
+    "episode.canvas_style": "the EgoSphere picture the policy reads: official (longitude relative to the start) "
+                            "| world",
     "reward.tau_deg": "success radius τ: final pose within τ of the target centroid [deg]",
     "reward.iou_success": "success also needs mask IoU at least this [0-1]",
     "reward.gamma": "R_eff per degree of progress towards the target [1/deg]",

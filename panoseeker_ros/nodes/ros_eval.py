@@ -60,7 +60,7 @@ def through_ros(dataset: Dataset, args, namespace: str | None = None, env: dict 
     def run(specs: list[EpisodeSpec]) -> list[RecordedResult]:
         results = []
         for spec in specs:
-            shared = {"dataset": str(dataset.path.resolve()), "episode_id": spec.id}
+            shared = {"dataset": str(dataset.path.resolve()), "episode_id": spec.id, "split": dataset.split or ""}
             with Graph(params, namespace, shared, per_node, log_level="warn", env=env):
                 outcome = run_seek(spec.instruction, namespace, args.timeout, ready_timeout=60.0,
                                    on_line=lambda line: None)
