@@ -293,3 +293,7 @@ def test_the_benchmark_wherever_a_dataset_is_taken(tmp_path, capsys):
     assert cli.main(["make-sft-data", "--dataset", str(root), "--split", "train", "--out", str(tmp_path / "sft")]) == 0
     records = [json.loads(line) for line in (tmp_path / "sft" / "records.jsonl").read_text().splitlines()]
     assert {r["episode"] for r in records} == {"test_0", "second"} and records[-1]["answer"].startswith("STOP [")
+    from panoseeker_ros.training.demonstrations import record_observation
+
+    assert records[0]["canvas_style"] == "official"  # training prompts describe the picture the record holds
+    assert record_observation(records[0], tmp_path / "sft").canvas.shape == (526, 1024, 3)

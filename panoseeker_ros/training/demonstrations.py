@@ -5,7 +5,7 @@ A data directory holds ``records.jsonl`` and ``images/<episode>/``. Each line is
     {"id": "s000-e00/1", "episode": "s000-e00", "source": "expert", "scene": "scenes/scene-000.png",
      "category": "UNIQ", "instruction": "the red square", "step": 0,
      "pose": {"theta": -90.0, "phi": 0.0}, "initial_pose": {...}, "trajectory": [{...}, ...],
-     "view": "images/s000-e00/01-view.png", "canvas": "images/s000-e00/01-canvas.png",
+     "view": "images/s000-e00/01-view.png", "canvas": "images/s000-e00/01-canvas.png", "canvas_style": "official",
      "history": [{"step": 1, "pose": {...}, "action": "MOVE +120 0", "view": "images/.../01-view.png"}],
      "answer": "MOVE +120 0", "success": true}
 
@@ -94,7 +94,8 @@ class RecordWriter:
                     "category": result.category, "instruction": result.instruction, "step": obs.step,
                     "pose": obs.pose.as_dict(), "initial_pose": obs.initial_pose.as_dict(),
                     "trajectory": [p.as_dict() for p in obs.trajectory], "view": view, "canvas": canvas,
-                    "history": list(history), "answer": rec.action.to_text(), "success": bool(success)}
+                    "canvas_style": obs.canvas_style, "history": list(history), "answer": rec.action.to_text(),
+                    "success": bool(success)}
             self._lines.write(json.dumps(line, ensure_ascii=False) + "\n")
             history.append({"step": rec.step, "pose": rec.pose.as_dict(), "action": rec.action.to_text(), "view": view})
             self.count += 1
@@ -153,7 +154,8 @@ def record_observation(rec: dict, root) -> Observation:
     return Observation(_load_png(root / rec["view"]), _load_png(root / rec["canvas"]), pose, rec["instruction"],
                        int(rec.get("step", len(history))),
                        tuple(_pose(p) for p in rec.get("trajectory", [rec["pose"]])),
-                       _pose(rec.get("initial_pose", rec["pose"])), history=history)
+                       _pose(rec.get("initial_pose", rec["pose"])), history=history,
+                       canvas_style=rec.get("canvas_style", "official"))  # the prompt describes this picture
 
 
 def _past_view(root: Path, h: dict) -> Observation:
