@@ -38,13 +38,18 @@ LIVELINESS_LEASE_S = 2.0
 STATUS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL, liveliness=LivelinessPolicy.AUTOMATIC,
                         liveliness_lease_duration=Duration(seconds=LIVELINESS_LEASE_S))
+# A search's feedback lines: a client whose subscription the publisher matched late (discovery is not
+# symmetric, least of all on a loaded machine) still gets the lines published before, the newest last.
+HISTORY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 QOS = {"image": IMAGE_QOS, "command": COMMAND_QOS, "instruction": INSTRUCTION_QOS, "latched": LATCHED_QOS,
-       "status": STATUS_QOS}
+       "status": STATUS_QOS, "history": HISTORY_QOS}
 QOS_TEXT = {"image": "reliable, keep last 1, volatile",
             "command": "reliable, keep last 10, volatile",
             "instruction": "reliable, keep last 100, volatile",
             "latched": "reliable, keep last 1, transient local",
-            "status": "reliable, keep last 100, transient local, liveliness lease 2 s"}
+            "status": "reliable, keep last 100, transient local, liveliness lease 2 s",
+            "history": "reliable, keep last 100, transient local"}
 
 JOINTS = ("pan", "tilt")  # JointState joint names of the pan-tilt head
 
@@ -104,7 +109,7 @@ TOPICS = (
           "JSON {state, message, id, instruction, episode}; state: inactive, ready, accepted, rejected, "
           "preempted, cancelled, paused, resumed, segmenting, done or failed; every instruction gets "
           "accepted or rejected, and a search ends with exactly one of preempted, cancelled, done, failed"),
-    Topic(FEEDBACK, "std_msgs/msg/String", "command", "policy_node", "operator",
+    Topic(FEEDBACK, "std_msgs/msg/String", "history", "policy_node", "operator",
           "JSON per decision {id, episode, instruction, step, pan, tilt, action, text, latency_s, observe_s, stamp}"),
     Topic(TARGET, "geometry_msgs/msg/PolygonStamped", "command", "policy_node", "segmentation_node",
           "a box to segment as 4 corners in view pixels (x right, y down; z = 0), header of the view it is "

@@ -92,7 +92,7 @@ class Operator:
                 event_callbacks=SubscriptionEventCallbacks(liveliness=self._on_liveliness)),
             "policy_node feedback": node.create_subscription(String, api.FEEDBACK,
                                                              lambda m: self._keep(None, m, "feedback"),
-                                                             api.COMMAND_QOS),
+                                                             api.HISTORY_QOS),
             "policy_node result": node.create_subscription(String, api.RESULT,
                                                            lambda m: self._keep(self.results, m, "result"),
                                                            api.LATCHED_QOS),

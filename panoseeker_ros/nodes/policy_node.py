@@ -136,7 +136,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         inference = MutuallyExclusiveCallbackGroup()  # the episode advances here only
         io = MutuallyExclusiveCallbackGroup()  # observations, masks, states, the watchdog: quick
         self.pub_status = self.create_publisher(String, api.STATUS, api.STATUS_QOS)
-        self.pub_feedback = self.create_publisher(String, api.FEEDBACK, api.COMMAND_QOS)
+        self.pub_feedback = self.create_publisher(String, api.FEEDBACK, api.HISTORY_QOS)
         self.pub_move = self.create_publisher(JointState, api.MOVE, api.COMMAND_QOS)
         self.pub_look = self.create_publisher(JointState, api.LOOK, api.COMMAND_QOS)
         self.pub_target = self.create_publisher(PolygonStamped, api.TARGET, api.COMMAND_QOS)
