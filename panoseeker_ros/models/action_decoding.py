@@ -143,7 +143,7 @@ class ActionGrammar:
 # The grammar through a tokenizer.
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """The byte ↔ printable-character map of byte-level BPE vocabularies (GPT-2, Qwen)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -161,7 +161,7 @@ def token_pieces(tokenizer) -> list[str | None]:
     size = len(tokenizer)
     tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
     skip = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
-    decoder = {c: b for b, c in _bytes_to_unicode().items()}
+    decoder = {c: b for b, c in bytes_to_unicode().items()}
     pieces: list[str | None] = []
     failed = 0
     for i, tok in enumerate(tokens):
