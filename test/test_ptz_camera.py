@@ -12,7 +12,8 @@ import pytest
 from panoseeker_ros.core.config import CameraConfig, ConfigError
 from panoseeker_ros.core.geometry import Intrinsics, PanoramaRenderer, Pose
 from panoseeker_ros.drivers.fakes import FakePtzRig
-from panoseeker_ros.drivers.head import PtzTimeout
+from panoseeker_ros.drivers import visca as v
+from panoseeker_ros.drivers.head import PtzError, PtzNotSettled, PtzStopped, PtzTimeout
 from panoseeker_ros.drivers.profile import PtzConnection, PtzProfile
 from panoseeker_ros.drivers.ptz_camera import PtzCamera, check_lens, open_ptz_camera
 from panoseeker_ros.drivers.video import FrameGrabber, VideoError
@@ -86,15 +87,59 @@ def test_looks_are_clamped_to_the_limits_and_never_commanded_beyond(camera, rig)
     assert rig.camera.refused == []
 
 
-def test_a_head_that_stops_short_times_out_with_one_event(camera, rig):
+def test_a_head_that_stops_short_times_out_with_one_event_and_no_view(camera, rig):
     rig.camera.tilt_limits = (-432, 144)  # the real head stops at +10° although the profile allows 60°
     rig.camera.clamp_beyond_limits = True
     camera.profile = dataclasses.replace(PROFILE, settle_timeout_s=1.0)
-    camera.look(0.0, 40.0)
+    with pytest.raises(PtzNotSettled, match="did not settle .* no view"):
+        camera.look(0.0, 40.0)
     text = camera.events.wait_for("settle")
     assert "did not settle" in text and "settle_timeout_s" in text
     assert camera.last is not None and not camera.last.settled
     assert camera.pose().phi == pytest.approx(10.0, abs=0.1)  # read back, not the command
+
+
+def test_a_move_still_under_way_at_the_settle_timeout_is_stopped(camera, rig):
+    camera.profile = dataclasses.replace(PROFILE, settle_timeout_s=0.3)  # 150° at 120°/s takes 1.25 s
+    with pytest.raises(PtzNotSettled):
+        camera.look(150.0, 0.0)
+    assert v.stop(1) in rig.camera.commands and not rig.camera.moving()
+    assert rig.camera.pose_deg()[0] < 100.0
+
+
+def test_stop_from_another_thread_ends_a_look_without_a_view(camera, rig):
+    outcome = []
+
+    def look():
+        try:
+            camera.look(-150.0, 0.0)
+            outcome.append("view")
+        except PtzStopped as exc:
+            outcome.append(str(exc))
+    worker = threading.Thread(target=look)
+    worker.start()
+    deadline = time.monotonic() + 10.0
+    while not rig.camera.moving() and time.monotonic() < deadline:
+        threading.Event().wait(0.01)
+    assert rig.camera.moving()
+    camera.stop()
+    worker.join(10.0)
+    assert outcome and "was stopped" in outcome[0], outcome
+    assert not rig.camera.moving() and rig.camera.pose_deg()[0] > -140.0
+
+
+def test_looks_succeed_over_a_link_that_loses_a_tenth_of_its_datagrams(camera, rig):
+    rig.camera.faults.loss = 0.1
+    targets = [(30.0 * (i % 5) - 60.0, 10.0 * (i % 3) - 10.0) for i in range(10)]
+    succeeded = 0
+    for theta, phi in targets:
+        try:
+            camera.look(theta, phi)
+        except PtzError:
+            continue
+        succeeded += camera.pose().theta == pytest.approx(theta, abs=0.3)
+    assert rig.camera.lost >= 10  # the link really lost datagrams ...
+    assert succeeded >= 9, f"{succeeded} of 10 looks succeeded at 10% datagram loss"  # ... and the looks survived
 
 
 def test_a_camera_that_stops_answering_raises_and_is_reconnected(camera, rig):

@@ -92,6 +92,8 @@ class Strays:
 def _connect(fake, transport: str, strays=None, timeout_s: float = 2.0) -> v.ViscaHead:
     if transport == "udp":
         conn = PtzConnection(host="127.0.0.1", port=fake.serve_udp(), transport="udp", timeout_s=timeout_s)
+    elif transport == "udp_raw":
+        conn = PtzConnection(host="127.0.0.1", port=fake.serve_udp_raw(), transport="udp_raw", timeout_s=timeout_s)
     elif transport == "tcp":
         conn = PtzConnection(host="127.0.0.1", port=fake.serve_tcp(), transport="tcp", timeout_s=timeout_s)
     else:  # pyserial's socket:// URL carries the serial code path to the fake's TCP port
@@ -100,7 +102,7 @@ def _connect(fake, transport: str, strays=None, timeout_s: float = 2.0) -> v.Vis
     return v.ViscaHead.connect(conn, PROFILE, on_stray=strays)
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp", "serial"])
+@pytest.mark.parametrize("transport", ["udp", "udp_raw", "tcp", "serial"])
 def test_an_absolute_move_takes_time_and_the_read_back_settles_at_the_target(fake, transport):
     head = _connect(fake, transport)
     try:
@@ -140,6 +142,57 @@ def test_udp_error_replies_drops_garbage_and_wrong_sequence_numbers_are_survived
     finally:
         head.close()
     assert fake.sequence_resets == 2
+
+
+@pytest.mark.parametrize("transport", ["udp", "udp_raw"])
+def test_lost_datagrams_are_sent_again_and_answered_once(fake, transport):
+    head = _connect(fake, transport, timeout_s=1.0)
+    try:
+        assert head.attempts == v.DATAGRAM_ATTEMPTS
+        fake.faults.loss = 0.3
+        for theta in (20.0, -20.0, 40.0, 0.0):
+            head.move_to(theta, 5.0)
+            assert wait_settled(head, (theta, 5.0), 0.2, 5.0, 0.02).settled
+        assert fake.lost > 0 and head.resends > 0
+        if transport == "udp":  # a request re-sent after its reply was lost runs once (sequence numbers)
+            assert len([m for m in fake.commands if m[1:4] == bytes((0x01, 0x06, 0x02))]) == 4
+    finally:
+        head.close()
+
+
+def test_the_cameras_sequence_errors_reset_the_sequence_and_send_again(fake):
+    strays = Strays()
+    head = _connect(fake, "udp", strays, timeout_s=0.5)
+    try:
+        fake.faults.sequence_error = 1  # control reply 0F 01: the camera lost track of our sequence numbers
+        head.move_to(15.0, 0.0)
+        assert fake.sequence_resets == 2 and head.resyncs == 1
+        assert any(k == "sequence error" and "abnormal sequence number (control reply 0F 01)" in t
+                   for k, t in strays.seen)
+        assert wait_settled(head, (15.0, 0.0), 0.2, 5.0, 0.02).settled
+        fake.faults.sequence_error = 2  # again after the reset: one line naming it, not a timeout
+        with pytest.raises(PtzError, match="abnormal sequence number .* again after a sequence reset") as exc:
+            head.position()
+        assert not isinstance(exc.value, PtzTimeout)
+    finally:
+        head.close()
+
+
+def test_replies_from_another_address_are_never_read(fake):
+    import socket
+
+    head = _connect(fake, "udp")
+    try:
+        intruder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        intruder.bind(("127.0.0.2", head.transport.peer[1]))  # the camera's port, another address
+        answer = bytes.fromhex("90 50 00 01 00 00 00 01 00 00 ff")  # "at (256, 256) counts"
+        for seq in range(1, 20):  # replies to any sequence number the head may use next
+            intruder.sendto(v.ip_pack(v.IP_REPLY, answer, head.transport.sequence + seq),
+                            head.transport.sock.getsockname())
+        intruder.close()
+        assert head.position_units() == (0, 0)
+    finally:
+        head.close()
 
 
 def test_a_silent_camera_times_out_with_one_line_and_a_slow_one_is_waited_for(fake):
@@ -205,7 +258,13 @@ def test_bad_profiles_and_connections_fail_with_one_line(tmp_path):
         load_profile(str(bad))
     with pytest.raises(ConfigError, match="neither a shipped profile"):
         load_profile("no_such_head")
-    with pytest.raises(ConfigError, match="'transport' = 'usb'; choose one of udp, tcp, serial"):
+    bad.write_text("speed: [30, 20]\n")  # beyond VISCA's pan speed codes: refused at load, not on the wire
+    with pytest.raises(ConfigError, match=r"'speed' must be VISCA speed codes \[pan 1..24, tilt 1..23\], got \[30, 20\]"):
+        load_profile(str(bad))
+    bad.write_text("onvif_tilt_deg: [0, 0]\n")
+    with pytest.raises(ConfigError, match="'onvif_tilt_deg' must be .* two different angles"):
+        load_profile(str(bad))
+    with pytest.raises(ConfigError, match="'transport' = 'usb'; choose one of udp, udp_raw, tcp, serial"):
         connection_from_params({"transport": "usb"})
     with pytest.raises(ConfigError, match="'visca_address' = 9 must be 1..7"):
         connection_from_params({"visca_address": 9, "dataset": "ignored"})

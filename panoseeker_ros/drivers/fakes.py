@@ -2,9 +2,10 @@
 bring-up dry run.
 
 :class:`FakeViscaCamera` speaks the real byte protocol (VISCA over IP on UDP with sequence numbers and
-sequence reset, plain VISCA on TCP), moves at a finite speed so a move takes time, refuses positions
-beyond its limits, and takes injected faults: reply delay, dropped requests, error replies, garbage
-bytes, wrong sequence numbers. :class:`FakeOnvifPtz` answers the SOAP requests an ONVIF PTZ client makes
+sequence reset, raw VISCA in UDP datagrams, plain VISCA on TCP), moves at a finite speed so a move takes
+time, refuses positions beyond its limits, answers a re-sent VISCA over IP request (same sequence number)
+again without executing it twice, and takes injected faults: reply delay, dropped requests, random datagram
+loss, error replies, garbage bytes, wrong sequence numbers, sequence errors (control reply 0F 01). :class:`FakeOnvifPtz` answers the SOAP requests an ONVIF PTZ client makes
 (GetServices, GetProfiles, GetConfigurationOptions, AbsoluteMove, GetStatus, GotoHomePosition, Stop) with a
 generic position space of [-1, 1] on both axes. :class:`MjpegServer` serves an HTTP MJPEG stream (what many IP cameras
 offer and what ``cv2.VideoCapture`` opens) of frames from a callable, e.g. a panorama rendered at the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import signal
 import socket
 import threading
@@ -40,6 +42,8 @@ class Faults:
     error: int | None = None  # the next command gets this VISCA error code
     garbage: int = 0  # replies preceded by garbage bytes
     wrong_sequence: int = 0  # UDP replies with a wrong sequence number before the right one
+    loss: float = 0.0  # UDP: probability that a datagram (request or reply) is lost, each on its own
+    sequence_error: int = 0  # VISCA over IP requests answered with control reply 0F 01 instead of executing
 
 
 @dataclass
@@ -65,8 +69,12 @@ class FakeViscaCamera:
     them is refused with a syntax error, or with ``clamp_beyond_limits`` silently clamped (as some heads do)."""
 
     def __init__(self, true_units_per_deg=(14.4, 14.4), pan_limits=(-2448, 2448), tilt_limits=(-432, 1296),
-                 full_speed_deg_s=(120.0, 90.0), address: int = 1, clamp_beyond_limits: bool = False):
+                 full_speed_deg_s=(120.0, 90.0), address: int = 1, clamp_beyond_limits: bool = False,
+                 seed: int = 0):
         self.clamp_beyond_limits = clamp_beyond_limits
+        self._random = random.Random(seed)  # datagram loss
+        self.lost = 0  # datagrams lost to Faults.loss, both ways
+        self._last_request: dict = {}  # VISCA over IP peer -> (sequence number, immediate replies sent)
         self.true_units_per_deg = tuple(float(u) for u in true_units_per_deg)
         self.pan_limits, self.tilt_limits = tuple(pan_limits), tuple(tilt_limits)
         self.full_speed = (full_speed_deg_s[0] * abs(self.true_units_per_deg[0]),
@@ -146,6 +154,42 @@ class FakeViscaCamera:
         t.start()
         self._threads.append(t)
 
+    def serve_udp_raw(self, port: int = 0) -> int:
+        """Listen for raw VISCA (no VISCA over IP header) in UDP datagrams on 127.0.0.1; returns the port."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", port))
+        sock.settimeout(0.1)
+        self._sockets.append(sock)
+        self._spawn(self._udp_raw_loop, sock)
+        return sock.getsockname()[1]
+
+    def _lose(self) -> bool:
+        """Whether the next datagram is lost (Faults.loss)."""
+        with self._lock:
+            lost = self.faults.loss > 0 and self._random.random() < self.faults.loss
+            self.lost += lost
+        return lost
+
+    def _datagram_sender(self, sock: socket.socket, peer):
+        def sendto(data: bytes) -> None:
+            if not self._lose():
+                sock.sendto(data, peer)
+        return sendto
+
+    def _udp_raw_loop(self, sock: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = sock.recvfrom(2048)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self._lose():
+                continue
+            sendto = self._datagram_sender(sock, peer)
+            for message in v.split_messages(bytearray(data)):
+                self._handle(message, sendto, raw=sendto)
+
     def _udp_loop(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
             try:
@@ -154,18 +198,25 @@ class FakeViscaCamera:
                 continue
             except OSError:
                 return
+            if self._lose():
+                continue
             try:
                 ptype, seq, payload = v.ip_unpack(data)
             except v.ViscaFormatError:
                 continue
+            sendto = self._datagram_sender(sock, peer)
+            immediate: list[bytes] = []
 
-            def send(message: bytes, reply_type=v.IP_REPLY, seq=seq, peer=peer) -> None:
+            def send(message: bytes, reply_type=v.IP_REPLY, seq=seq, immediate=immediate, sendto=sendto) -> None:
                 with self._lock:
                     wrong = self.faults.wrong_sequence > 0
                     self.faults.wrong_sequence = max(0, self.faults.wrong_sequence - 1)
                 if wrong:
-                    sock.sendto(v.ip_pack(reply_type, message, seq + 1000), peer)
-                sock.sendto(v.ip_pack(reply_type, message, seq), peer)
+                    sendto(v.ip_pack(reply_type, message, seq + 1000))
+                datagram = v.ip_pack(reply_type, message, seq)
+                if len(immediate) < 8:
+                    immediate.append(datagram)
+                sendto(datagram)
             if ptype == v.IP_CONTROL:
                 self.control_requests += 1
                 self.control_times.append(time.monotonic())
@@ -173,11 +224,25 @@ class FakeViscaCamera:
                     continue
                 if payload == v.CONTROL_RESET:
                     self.sequence_resets += 1
+                    self._last_request.pop(peer, None)
                     send(v.CONTROL_RESET, v.IP_CONTROL_REPLY)
                 else:
                     send(b"\x0f\x02", v.IP_CONTROL_REPLY)
                 continue
-            self._handle(payload, send, raw=lambda b, peer=peer: sock.sendto(b, peer))
+            last = self._last_request.get(peer)
+            if last is not None and last[0] == seq:  # a re-send: answer again, do not execute twice
+                for datagram in list(last[1]):
+                    sendto(datagram)
+                continue
+            with self._lock:
+                sequence_error = self.faults.sequence_error > 0
+                self.faults.sequence_error = max(0, self.faults.sequence_error - 1)
+            if sequence_error:
+                send(b"\x0f\x01", v.IP_CONTROL_REPLY)
+                continue
+            self._last_request[peer] = (seq, immediate)
+            self._handle(payload, send, raw=sendto)
+            self._last_request[peer] = (seq, tuple(immediate))  # a later completion is not an immediate reply
 
     def _tcp_accept(self, server: socket.socket) -> None:
         while not self._stop.is_set():
@@ -530,7 +595,7 @@ class FakePtzRig:
 
         if driver == "visca":
             camera = FakeViscaCamera(**camera_kwargs)
-            ports = {"udp": camera.serve_udp(), "tcp": camera.serve_tcp()}
+            ports = {"udp": camera.serve_udp(), "udp_raw": camera.serve_udp_raw(), "tcp": camera.serve_tcp()}
         else:
             camera = FakeOnvifPtz(**camera_kwargs)
             ports = {"http": camera.port}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class PtzError(RuntimeError):
@@ -13,6 +13,17 @@ class PtzError(RuntimeError):
 
 class PtzTimeout(PtzError):
     """The head did not answer in time (unplugged, wrong address, powered off)."""
+
+
+class PtzNotSettled(PtzError):
+    """A move did not arrive within the profile's settle timeout; the head was told to stop."""
+
+
+class PtzStopped(PtzError):
+    """A look ended early because the head was told to stop (cancel, shutdown); it took no view."""
+
+
+MISSED_POLLS = 2  # consecutive unanswered read-backs while settling before the camera counts as gone
 
 
 class PanTiltHead(Protocol):
@@ -40,9 +51,10 @@ class PanTiltHead(Protocol):
 class Settled:
     theta: float  # read-back pose [deg]
     phi: float
-    settled: bool  # False: the timeout passed first
+    settled: bool  # False: the timeout passed first (or the wait was stopped)
     elapsed_s: float
     at: float  # time.monotonic() of the read-back that ended the wait
+    stopped: bool = False  # ``stopped()`` ended the wait
 
 
 def angle_gap_deg(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -52,20 +64,34 @@ def angle_gap_deg(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def wait_settled(head: PanTiltHead, target: tuple[float, float], tolerance_deg: float, timeout_s: float,
-                 poll_period_s: float, clock=time.monotonic, sleep=time.sleep) -> Settled:
+                 poll_period_s: float, clock=time.monotonic, sleep=time.sleep,
+                 stopped: Callable[[], bool] = lambda: False) -> Settled:
     """Poll the head until two consecutive read-backs are within ``tolerance_deg`` of ``target`` and of each
-    other (it arrived and stopped), or ``timeout_s`` passes. A head that stops short of the target (a
-    clamp the profile does not know about) is caught by the timeout, never by hope."""
+    other (it arrived and stopped), or ``timeout_s`` passes, or ``stopped()`` says so. A head that stops short
+    of the target (a clamp the profile does not know about) is caught by the timeout, never by hope. A
+    read-back that times out is a missed poll, not a failure (on a lossy link many polls would multiply the
+    loss); :data:`MISSED_POLLS` in a row raise the last :class:`PtzTimeout`."""
     start = clock()
-    previous = None
+    previous, missed, last = None, 0, None
     while True:
-        now_pose = head.position()
+        try:
+            now_pose = head.position()
+        except PtzTimeout:
+            missed += 1
+            if missed >= MISSED_POLLS:
+                raise
+            previous = None  # the next two read-backs must agree again
+            continue
+        missed = 0
         now = clock()
+        last = now_pose
         near = angle_gap_deg(now_pose, target) <= tolerance_deg
         still = (previous is not None and angle_gap_deg(now_pose, previous) <= tolerance_deg / 4
                  and getattr(head, "moving", None) is not True)
         if near and still:
             return Settled(now_pose[0], now_pose[1], True, now - start, now)
+        if stopped():
+            return Settled(last[0], last[1], False, now - start, now, stopped=True)
         if now - start >= timeout_s:
             return Settled(now_pose[0], now_pose[1], False, now - start, now)
         previous = now_pose

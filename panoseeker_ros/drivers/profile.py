@@ -17,6 +17,7 @@ from ..core.config import ConfigError
 from ..paths import share_dir
 
 PROFILE_SUFFIX = ".yaml"
+VISCA_MAX_SPEED = (0x18, 0x17)  # highest pan / tilt speed codes VISCA defines (heads may accept less)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class PtzConnection:
     profile: str = "ptzoptics_20x"  # a name in config/ptz/ or a path to a profile YAML
     host: str = "192.168.100.88"  # camera address (visca over UDP/TCP, onvif)
     port: int = 0  # 0: the transport's default (UDP 52381, TCP 5678, ONVIF 80)
-    transport: str = "udp"  # visca: udp (Sony VISCA over IP) | tcp (plain VISCA, PTZOptics) | serial
+    transport: str = "udp"  # visca: udp (Sony VISCA over IP) | udp_raw (VISCA bytes in UDP) | tcp (plain VISCA) | serial
     serial_device: str = "/dev/ttyUSB0"  # visca over serial: device or pyserial URL
     baudrate: int = 9600
     visca_address: int = 1  # VISCA camera address 1..7
@@ -68,12 +69,12 @@ class PtzConnection:
     retry_max_s: float = 10.0  # ... up to this [s]
 
 
-TRANSPORTS = ("udp", "tcp", "serial")
+TRANSPORTS = ("udp", "udp_raw", "tcp", "serial")
 DESCRIPTIONS = {
     "profile": "calibration profile: a name in config/ptz/ or a YAML path",
     "host": "camera IP address or host name",
-    "port": "camera port; 0 = default (VISCA UDP 52381, TCP 5678, ONVIF 80)",
-    "transport": "VISCA transport: udp | tcp | serial",
+    "port": "camera port; 0 = default (VISCA UDP and raw UDP 52381, TCP 5678, ONVIF 80 / https 443)",
+    "transport": "VISCA transport: udp (VISCA over IP) | udp_raw (raw VISCA in UDP) | tcp | serial",
     "serial_device": "VISCA serial device or pyserial URL",
     "baudrate": "VISCA serial baud rate",
     "visca_address": "VISCA camera address 1..7",
@@ -131,6 +132,13 @@ def check_profile(p: PtzProfile, where: str) -> PtzProfile:
         span = 180.0 if key == "pan_limits_deg" else 90.0
         if not -span <= lo < hi <= span:
             raise bad(key, f"must be [min, max] with -{span:g} <= min < max <= {span:g}, got [{lo}, {hi}]")
+    if not all(1 <= code <= top for code, top in zip(p.speed, VISCA_MAX_SPEED)):
+        raise bad("speed", f"must be VISCA speed codes [pan 1..{VISCA_MAX_SPEED[0]}, tilt 1..{VISCA_MAX_SPEED[1]}], "
+                           f"got {list(p.speed)}")
+    for key in ("onvif_pan_deg", "onvif_tilt_deg"):
+        lo, hi = getattr(p, key)
+        if lo == hi:
+            raise bad(key, f"must be [degrees at the range's min, at its max], two different angles; got [{lo}, {hi}]")
     if not all(0 < f < 180 for f in p.fov_deg):
         raise bad("fov_deg", f"must be two angles in (0, 180) degrees, got {list(p.fov_deg)}")
     if min(p.image_size) <= 0:

@@ -4,6 +4,7 @@ frames, a :class:`~panoseeker_ros.drivers.profile.PtzProfile` says how far it ma
 arrived. The pose it reports is the head's read-back, never the command."""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..core.config import CameraConfig, ConfigError
 from ..core.geometry import Intrinsics, Pose, wrap_deg
-from .head import PanTiltHead, PtzError, clamp_to_limits, wait_settled
+from .head import PanTiltHead, PtzError, PtzNotSettled, PtzStopped, clamp_to_limits, wait_settled
 from .profile import PtzConnection, PtzProfile
 from .video import FrameGrabber
 
@@ -55,10 +56,12 @@ def connect_head(driver: str, conn: PtzConnection, profile: PtzProfile,
 
 class PtzCamera:
     """``look(θ, ϕ)`` [deg] clamps to the profile's limits (and the graph's tilt limits), commands the head,
-    waits until the read-back settles (or the profile's timeout passes, which ``on_event`` hears), then
-    returns the first frame received ``frame_delay_s`` after that, resized to the graph's view size.
-    ``pose()`` is the read-back. Protocol faults raise :class:`PtzError`; the head is reopened by the next
-    call (``reconnect`` does it at once)."""
+    waits until the read-back settles, then returns the first frame received ``frame_delay_s`` after that,
+    resized to the graph's view size. A move that does not settle within the profile's timeout stops the
+    head, tells ``on_event`` and raises :class:`PtzNotSettled` (no view from mid-move); ``stop()`` from
+    another thread ends a look early with :class:`PtzStopped`. ``pose()`` is the read-back. Protocol faults
+    (and a driver's ``ValueError``: a value the camera sent or a profile that cannot be sent) raise
+    :class:`PtzError`; the head is reopened by the next call (``reconnect`` does it at once)."""
 
     def __init__(self, open_head: Callable[[], PanTiltHead], frames: FrameGrabber, profile: PtzProfile,
                  view_size: tuple[int, int], tilt_limits: tuple[float, float] = (-90.0, 90.0),
@@ -77,7 +80,9 @@ class PtzCamera:
         self._open_head = open_head
         self._head: PanTiltHead | None = None
         self._pose = Pose(0.0, 0.0)
+        self._stop = threading.Event()
         self.last: LookReport | None = None
+        self.faults = 0  # requests that raised PtzError (diagnostics)
 
     def head(self) -> PanTiltHead:
         if self._head is None:
@@ -103,8 +108,13 @@ class PtzCamera:
         try:
             return call(self.head())
         except PtzError:
+            self.faults += 1
             self.drop_head()
             raise
+        except (ValueError, ArithmeticError) as exc:  # garbage from the camera, or a value it cannot be sent
+            self.faults += 1
+            self.drop_head()
+            raise PtzError(f"{self.profile.name} head: {type(exc).__name__}: {exc}") from None
 
     def clamp(self, theta: float, phi: float) -> Pose:
         t, p = clamp_to_limits(theta, phi, self.profile.pan_limits_deg, self.tilt_limits)
@@ -118,18 +128,32 @@ class PtzCamera:
     def look(self, theta: float, phi: float) -> np.ndarray:
         target = self.clamp(theta, phi)
         p = self.profile
+        self._stop.clear()
         self._guard(lambda h: h.move_to(target.theta, target.phi))
         s = self._guard(lambda h: wait_settled(h, (target.theta, target.phi), p.settle_tolerance_deg,
-                                               p.settle_timeout_s, p.poll_period_s))
+                                               p.settle_timeout_s, p.poll_period_s, stopped=self._stop.is_set))
         self._pose = Pose(wrap_deg(s.theta), s.phi)
         if not s.settled:
-            self.on_event("settle", f"the head did not settle at θ={target.theta:.1f}° ϕ={target.phi:.1f}° "
-                                    f"within {p.settle_timeout_s:g} s (at θ={s.theta:.1f}° ϕ={s.phi:.1f}°); the "
-                                    f"view is taken there. Raise settle_timeout_s or settle_tolerance_deg in "
-                                    f"profile '{p.name}'")
+            self.last = LookReport(target, self._pose, False, s.elapsed_s, 0.0)
+            if s.stopped:
+                raise PtzStopped(f"the look at θ={target.theta:.1f}° ϕ={target.phi:.1f}° was stopped at "
+                                 f"θ={s.theta:.1f}° ϕ={s.phi:.1f}°; no view")
+            self._guard(lambda h: h.stop())
+            text = (f"the head did not settle at θ={target.theta:.1f}° ϕ={target.phi:.1f}° within "
+                    f"{p.settle_timeout_s:g} s (at θ={s.theta:.1f}° ϕ={s.phi:.1f}°); it was stopped and no view "
+                    f"was taken. Raise settle_timeout_s or settle_tolerance_deg in profile '{p.name}', or check "
+                    f"its limits")
+            self.on_event("settle", text)
+            raise PtzNotSettled(text)
         frame = self.frames.frame_after(s.at + p.frame_delay_s, p.frame_delay_s + self.frame_timeout_s)
         self.last = LookReport(target, self._pose, s.settled, s.elapsed_s, frame.received - s.at)
         return self.fit(frame.rgb)
+
+    def stop(self) -> None:
+        """Stop the head now (from any thread): a look in progress ends with :class:`PtzStopped`."""
+        self._stop.set()
+        if self._head is not None:
+            self._guard(lambda h: h.stop())
 
     def snapshot(self) -> np.ndarray:
         """A frame received now or later, at the current pose, at the graph's view size."""
@@ -152,8 +176,15 @@ class PtzCamera:
         return self._pose
 
     def close(self) -> None:
-        self.frames.close()
-        self.drop_head()
+        """Stop the head (it must not keep turning after the node is gone), then close the link and the video."""
+        try:
+            if self._head is not None:
+                self._head.stop()
+        except (PtzError, ValueError):
+            pass  # a camera that is away cannot be stopped; closing goes on
+        finally:
+            self.frames.close()
+            self.drop_head()
 
 
 def open_ptz_camera(driver: str, conn: PtzConnection, profile: PtzProfile, camera: CameraConfig,

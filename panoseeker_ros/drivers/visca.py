@@ -1,10 +1,16 @@
 """VISCA: the codec (bytes of the pan-tilt commands, inquiries and replies), its transports (Sony VISCA
-over IP on UDP, plain VISCA over TCP, serial through pyserial) and the :class:`ViscaHead` driver.
+over IP on UDP, raw VISCA in UDP datagrams, plain VISCA over TCP, serial through pyserial) and the
+:class:`ViscaHead` driver.
 
 Messages are ``8x … FF`` from the controller (x = camera address 1..7) and ``y0 … FF`` back
 (y = x + 8): ACK ``y0 4z FF`` (z = socket), completion ``y0 5z FF``, error ``y0 6z ee FF``, inquiry
 reply ``y0 50 … FF``. Positions are signed 16-bit counts sent as four nibbles. VISCA over IP wraps
 each message in an 8-byte header: payload type, payload length, sequence number (big-endian).
+
+Datagrams get lost. The retry policy (:class:`ViscaHead`, one for every request) re-sends a request that got
+no answer, with the same sequence number as Sony's VISCA over IP manual asks, ``attempts`` times within
+the connection's ``timeout_s``; every request this driver sends is absolute (a position, home, stop, an
+inquiry), so a camera that executes a re-sent one twice ends in the same place.
 """
 from __future__ import annotations
 
@@ -12,27 +18,29 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
 from .head import PtzError, PtzTimeout
-from .profile import PtzConnection, PtzProfile
+from .profile import VISCA_MAX_SPEED, PtzConnection, PtzProfile
 
 TERMINATOR = 0xFF
-UDP_PORT = 52381  # Sony VISCA over IP
+UDP_PORT = 52381  # Sony VISCA over IP, and raw VISCA over UDP on the heads that take it there
 TCP_PORT = 5678  # PTZOptics-style plain VISCA over TCP
+DATAGRAM_ATTEMPTS = 4  # sends of one request over UDP (the first and three re-sends) within timeout_s
 
 # VISCA over IP payload types
 IP_COMMAND, IP_INQUIRY, IP_REPLY = 0x0100, 0x0110, 0x0111
 IP_CONTROL, IP_CONTROL_REPLY = 0x0200, 0x0201
 IP_HEADER = struct.Struct(">HHI")
 CONTROL_RESET = b"\x01"  # control command payload: reset the sequence number
-CONTROL_ERRORS = {0x01: "abnormal sequence number", 0x02: "abnormal message type"}
+CONTROL_ERRORS = {0x01: "abnormal sequence number", 0x02: "abnormal message type"}  # control reply 0F xx
 
 ERRORS = {0x01: "message length error", 0x02: "syntax error (a value the camera does not accept)",
           0x03: "command buffer full", 0x04: "command cancelled", 0x05: "no such socket",
           0x41: "command not executable now"}
-MAX_SPEED = (0x18, 0x17)  # highest pan / tilt speed codes VISCA defines (heads may accept less)
+MAX_SPEED = VISCA_MAX_SPEED  # highest pan / tilt speed codes VISCA defines (heads may accept less)
 
 
 class ViscaFormatError(ValueError):
@@ -165,19 +173,39 @@ def ip_unpack(datagram: bytes) -> tuple[int, int, bytes]:
 
 class UdpTransport:
     """Sony VISCA over IP. The local socket binds an ephemeral port (never the camera's), so a camera and a
-    controller can share one machine; every message carries a sequence number that the reply echoes."""
+    controller can share one machine, and is connected to the camera: datagrams from any other address are
+    never read. Every message carries a sequence number that the reply echoes."""
+
+    datagrams = True  # may be lost: the head re-sends
 
     def __init__(self, host: str, port: int = UDP_PORT):
         self.name = f"VISCA over IP udp://{host}:{port}"
-        self.address = (host, port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("", 0))
+        try:
+            self.sock.connect((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise PtzTimeout(f"{self.name}: cannot reach ({exc.strerror or exc}); check the address") from None
+        self.peer = self.sock.getpeername()
         self.sequence = 0
+        self._last = b""
 
     def send(self, message: bytes, inquiry: bool = False) -> int:
         self.sequence = (self.sequence + 1) & 0xFFFFFFFF
-        self.sock.sendto(ip_pack(IP_INQUIRY if inquiry else IP_COMMAND, message, self.sequence), self.address)
+        self._last = ip_pack(IP_INQUIRY if inquiry else IP_COMMAND, message, self.sequence)
+        self._write(self._last)
         return self.sequence
+
+    def resend(self) -> None:
+        """The last datagram again, with its sequence number: a retransmission, not a new request."""
+        self._write(self._last)
+
+    def _write(self, datagram: bytes) -> None:
+        try:
+            self.sock.send(datagram)
+        except OSError:  # ICMP port unreachable from an earlier datagram: the re-send policy covers it
+            pass
 
     def receive(self, timeout_s: float) -> tuple[int | None, int, bytes] | None:
         """(sequence, payload type, payload) of the next datagram from the camera, or None after ``timeout_s``."""
@@ -193,26 +221,28 @@ class UdpTransport:
                 return None
             except OSError:  # ICMP port unreachable surfaces here on Linux: nobody listens yet
                 continue
-            if sender[1] != self.address[1]:
+            if sender[:2] != self.peer[:2]:  # the connected socket filters already; never trust another sender
                 continue
             ptype, seq, payload = ip_unpack(data)
             return seq, ptype, payload
 
-    def reset(self, timeout_s: float) -> None:
-        """Reset the camera's sequence number (control command); raises PtzTimeout without an answer."""
+    def reset(self, timeout_s: float, attempts: int = 1) -> None:
+        """Reset the camera's sequence number (control command, re-sent ``attempts`` times within ``timeout_s``);
+        raises PtzTimeout without an answer."""
         self.sequence = 0
-        self.sock.sendto(ip_pack(IP_CONTROL, CONTROL_RESET, 0), self.address)
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                got = self.receive(left)
-            except ViscaFormatError:
-                continue
-            if got is None:
-                break
-            _, ptype, payload = got
-            if ptype == IP_CONTROL_REPLY and payload == CONTROL_RESET:
-                return
+        for _ in range(attempts):
+            self._write(ip_pack(IP_CONTROL, CONTROL_RESET, 0))
+            deadline = time.monotonic() + timeout_s / attempts
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    got = self.receive(left)
+                except ViscaFormatError:
+                    continue
+                if got is None:
+                    break
+                _, ptype, payload = got
+                if ptype == IP_CONTROL_REPLY and payload == CONTROL_RESET:
+                    return
         raise PtzTimeout(f"{self.name}: no answer to the sequence reset within {timeout_s:g} s; check the "
                          f"address, that the camera is on and that VISCA over IP is enabled in its menu")
 
@@ -221,15 +251,17 @@ class UdpTransport:
 
 
 class StreamTransport:
-    """Plain VISCA over a byte stream (a TCP socket or a serial port): no header, no sequence numbers;
-    replies are split on the FF terminator."""
+    """Plain VISCA without the IP header over a TCP socket, a serial port or raw UDP datagrams: no sequence
+    numbers; replies are split on the FF terminator."""
 
     def __init__(self, name: str, read: Callable[[float], bytes], write: Callable[[bytes], None],
-                 close: Callable[[], None]):
+                 close: Callable[[], None], datagrams: bool = False):
         self.name = name
+        self.datagrams = datagrams  # raw UDP: may be lost, the head re-sends
         self._read, self._write, self._close = read, write, close
         self._buffer = bytearray()
         self._ready: list[bytes] = []
+        self._last = b""
 
     @classmethod
     def tcp(cls, host: str, port: int = TCP_PORT, timeout_s: float = 1.0) -> "StreamTransport":
@@ -253,6 +285,34 @@ class StreamTransport:
         return cls(name, read, sock.sendall, sock.close)
 
     @classmethod
+    def udp_raw(cls, host: str, port: int = UDP_PORT) -> "StreamTransport":
+        """Raw VISCA bytes in UDP datagrams (no VISCA over IP header), as some PTZOptics heads take on 52381;
+        the socket is connected, so only the camera's datagrams are read."""
+        name = f"raw VISCA over UDP udp://{host}:{port}"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.connect((host, port))
+        except OSError as exc:
+            sock.close()
+            raise PtzTimeout(f"{name}: cannot reach ({exc.strerror or exc}); check the address") from None
+
+        def read(timeout: float) -> bytes:
+            sock.settimeout(max(timeout, 1e-3))
+            try:
+                return sock.recv(2048)
+            except socket.timeout:
+                return b""
+            except OSError:  # ICMP port unreachable: nobody listens (yet); the re-send policy covers it
+                return b""
+
+        def write(data: bytes) -> None:
+            try:
+                sock.send(data)
+            except OSError:
+                pass
+        return cls(name, read, write, sock.close, datagrams=True)
+
+    @classmethod
     def serial(cls, device: str, baudrate: int = 9600) -> "StreamTransport":
         """``device`` is a port (/dev/ttyUSB0) or any pyserial URL (``socket://host:port``, ``rfc2217://…``)."""
         import serial  # pyserial
@@ -270,7 +330,11 @@ class StreamTransport:
         return cls(name, read, port.write, port.close)
 
     def send(self, message: bytes, inquiry: bool = False) -> None:
+        self._last = message
         self._write(message)
+
+    def resend(self) -> None:
+        self._write(self._last)
 
     def receive(self, timeout_s: float) -> tuple[None, int, bytes] | None:
         deadline = time.monotonic() + timeout_s
@@ -282,7 +346,7 @@ class StreamTransport:
             self._ready += split_messages(self._buffer)
         return None, IP_REPLY, self._ready.pop(0)
 
-    def reset(self, timeout_s: float) -> None:
+    def reset(self, timeout_s: float, attempts: int = 1) -> None:
         self._buffer.clear()
         self._ready.clear()
 
@@ -294,6 +358,8 @@ def open_transport(conn: PtzConnection):
     """The transport a connection names (it does not talk to the camera yet)."""
     if conn.transport == "udp":
         return UdpTransport(conn.host, conn.port or UDP_PORT)
+    if conn.transport == "udp_raw":
+        return StreamTransport.udp_raw(conn.host, conn.port or UDP_PORT)
     if conn.transport == "tcp":
         return StreamTransport.tcp(conn.host, conn.port or TCP_PORT, conn.timeout_s)
     return StreamTransport.serial(conn.serial_device, conn.baudrate)
@@ -301,21 +367,34 @@ def open_transport(conn: PtzConnection):
 
 # ---------------------------------------------------------------- the driver
 
+class _ControlError(Exception):
+    """The camera's control reply 0F 01 / 0F 02 (its view of our sequence numbers); the text names it."""
+
+
 class ViscaHead:
-    """A VISCA pan-tilt head (see :class:`~panoseeker_ros.drivers.head.PanTiltHead`). Requests are serialised;
-    a request that gets no answer in ``timeout_s`` raises :class:`PtzTimeout`, an error reply
-    :class:`PtzError`. Stray replies (garbage, unknown sequence numbers) go to ``on_stray`` and are skipped."""
+    """A VISCA pan-tilt head (see :class:`~panoseeker_ros.drivers.head.PanTiltHead`). Requests are serialised.
+    The retry policy, the same for every request: over a datagram transport a request without an answer is
+    re-sent (same sequence number) every ``timeout_s / attempts`` seconds, ``attempts`` sends in all; a request
+    still unanswered after ``timeout_s`` raises :class:`PtzTimeout`, an error reply :class:`PtzError`. A
+    sequence error from the camera (control reply 0F 01 abnormal sequence number, 0F 02 abnormal message type)
+    resets the sequence number and sends the request again, once. Stray replies (garbage, unknown sequence
+    numbers) go to ``on_stray`` and are skipped; the duplicate answers a re-send causes are dropped quietly."""
 
     def __init__(self, transport, profile: PtzProfile, address: int = 1, timeout_s: float = 1.0,
-                 on_stray: Callable[[str, str], None] | None = None):
+                 on_stray: Callable[[str, str], None] | None = None, attempts: int | None = None):
         self.transport = transport
         self.profile = profile
         self.address = address
         self.timeout_s = timeout_s
+        self.attempts = attempts or (DATAGRAM_ATTEMPTS if getattr(transport, "datagrams", False) else 1)
         self.on_stray = on_stray or (lambda key, text: None)
+        self.resends = 0  # requests sent again after a silence (diagnostics)
+        self.resyncs = 0  # sequence resets after the camera's sequence errors
+        self.last_reply_s: float | None = None  # round trip of the last answered request [s]
         self._lock = threading.Lock()
         self._open_sockets: set[int] = set()  # sockets whose completion is still to come
-        self._open_seqs: set[int] = set()  # UDP: sequence numbers whose completion is still to come
+        self._open_seqs: deque[int] = deque(maxlen=32)  # UDP: sequence numbers whose completion is still to come
+        self._answered: deque[int] = deque(maxlen=32)  # UDP: sequence numbers already answered (duplicates follow)
 
     @classmethod
     def connect(cls, conn: PtzConnection, profile: PtzProfile, on_stray=None) -> "ViscaHead":
@@ -334,17 +413,25 @@ class ViscaHead:
     def reset(self) -> None:
         """Re-synchronise: sequence number reset (UDP), clear the camera's command buffers."""
         with self._lock:
-            self.transport.reset(self.timeout_s)
-            self._open_sockets.clear()
-            self._open_seqs.clear()
+            self._resync()
             self._request(if_clear(self.address), "clear the command buffer", inquiry=False)
+
+    def _resync(self) -> None:
+        self.transport.reset(self.timeout_s, self.attempts)
+        self._open_sockets.clear()
+        self._open_seqs.clear()
+        self._answered.clear()
 
     def move_to(self, theta: float, phi: float) -> None:
         pan, tilt = self.profile.to_units(theta, phi)
         speed = self.profile.speed
+        try:
+            message = absolute_move(self.address, pan, tilt, speed[0], speed[1])
+        except ValueError as exc:
+            raise PtzError(f"{self.name}: {exc}; check profile '{self.profile.name}'") from None
         with self._lock:
-            self._request(absolute_move(self.address, pan, tilt, speed[0], speed[1]),
-                          f"absolute move to θ={theta:.1f}° ϕ={phi:.1f}° ({pan}, {tilt} counts)", inquiry=False)
+            self._request(message, f"absolute move to θ={theta:.1f}° ϕ={phi:.1f}° ({pan}, {tilt} counts)",
+                          inquiry=False)
 
     def position_units(self) -> tuple[int, int]:
         with self._lock:
@@ -371,11 +458,44 @@ class ViscaHead:
     def close(self) -> None:
         self.transport.close()
 
-    # The reply to a request: for a command its ACK (or completion, for heads that skip the ACK), for an
-    # inquiry its answer. Completions of earlier moves are consumed on the way.
     def _request(self, message: bytes, what: str, inquiry: bool) -> Reply:
+        """Send, re-send on silence, resynchronise once on a sequence error; the answer (see :meth:`_await`)."""
+        t0 = time.monotonic()
         seq = self.transport.send(message, inquiry=inquiry)
-        deadline = time.monotonic() + self.timeout_s
+        wait = self.timeout_s / self.attempts
+        sends, resynced = 1, False
+        while True:
+            try:
+                reply = self._await(seq, what, inquiry, wait)
+            except _ControlError as exc:
+                if resynced:
+                    raise PtzError(f"{self.name}: the camera reported {exc} again after a sequence reset; "
+                                   f"'{what}' not done. Restart the camera's VISCA over IP or check that no "
+                                   f"other controller talks to it") from None
+                resynced = True
+                self.resyncs += 1
+                self.on_stray("sequence error", f"{self.name}: the camera reported {exc}; the sequence number "
+                                                f"was reset and '{what}' sent again")
+                self._resync()
+                seq, sends = self.transport.send(message, inquiry=inquiry), 1
+                continue
+            if reply is not None:
+                if seq is not None:
+                    self._answered.append(seq)
+                self.last_reply_s = time.monotonic() - t0
+                return reply
+            if sends >= self.attempts:
+                break
+            self.transport.resend()
+            self.resends += 1
+            sends += 1
+        raise PtzTimeout(f"{self.name}: no answer to '{what}' within {self.timeout_s:g} s ({sends} sends); check "
+                         f"the cable or network, the camera's power and its VISCA address ({self.address})")
+
+    # The reply to a request: for a command its ACK (or completion, for heads that skip the ACK), for an
+    # inquiry its answer; None after ``wait`` seconds. Completions of earlier moves are consumed on the way.
+    def _await(self, seq, what: str, inquiry: bool, wait: float) -> Reply | None:
+        deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             try:
                 got = self.transport.receive(left)
@@ -383,11 +503,13 @@ class ViscaHead:
                 self.on_stray("garbage", f"{self.name}: ignored bytes that are not VISCA over IP ({exc})")
                 continue
             if got is None:
-                break
+                return None
             rseq, ptype, payload = got
             if ptype == IP_CONTROL_REPLY:
-                err = CONTROL_ERRORS.get(payload[1] if len(payload) > 1 else -1, payload.hex(" "))
-                self.on_stray("control", f"{self.name}: the camera reported '{err}'; ignored")
+                code = payload[1] if len(payload) == 2 and payload[0] == 0x0F else None
+                if code in CONTROL_ERRORS:
+                    raise _ControlError(f"{CONTROL_ERRORS[code]} (control reply 0F {code:02X})")
+                self.on_stray("control", f"{self.name}: ignored a control reply {payload.hex(' ')}")
                 continue
             try:
                 reply = parse_reply(payload)
@@ -396,8 +518,10 @@ class ViscaHead:
                 continue
             if rseq is not None and rseq != seq:
                 if reply.kind in ("completion", "error") and rseq in self._open_seqs:
-                    self._open_seqs.discard(rseq)
+                    self._open_seqs.remove(rseq)
                     self._open_sockets.discard(reply.socket)
+                elif reply.kind in ("ack", "answer") and rseq in self._answered:
+                    pass  # the camera answered a re-send of a request already answered
                 else:
                     self.on_stray("sequence", f"{self.name}: ignored a reply with sequence number {rseq} "
                                               f"while waiting for {seq}")
@@ -412,7 +536,7 @@ class ViscaHead:
             if reply.kind == "ack":
                 self._open_sockets.add(reply.socket)
                 if seq is not None:
-                    self._open_seqs.add(seq)
+                    self._open_seqs.append(seq)
                 return reply
             if reply.kind == "completion":
                 if rseq is None and reply.socket in self._open_sockets:
@@ -425,8 +549,7 @@ class ViscaHead:
                     continue
                 raise PtzError(f"{self.name}: {what} refused: {reply.describe()}")
             self.on_stray("answer", f"{self.name}: ignored an inquiry answer while waiting for {what}")
-        raise PtzTimeout(f"{self.name}: no answer to '{what}' within {self.timeout_s:g} s; check the cable or "
-                         f"network, the camera's power and its VISCA address ({self.address})")
+        return None
 
     def _consume_late(self, reply: Reply) -> None:
         if reply.kind in ("completion", "error") and reply.socket in self._open_sockets:
