@@ -101,3 +101,57 @@ def test_ptz_status_and_look_over_onvif(bedroom_erp, tmp_path, capsys):
         assert rig.camera.pose_deg() == pytest.approx((-45.0, 15.0), abs=0.05)
     finally:
         rig.close()
+
+
+def test_garbage_positions_and_zero_width_ranges_are_camera_faults(fake, bedroom_erp):
+    head = _connect(fake)
+    try:
+        fake.position_text = ("nan", "0.1")
+        with pytest.raises(PtzError, match=r"GetStatus position x=nan y=0.1 is not a pair of numbers"):
+            head.position()
+    finally:
+        head.close()
+    fake.position_text = None
+    fake.ranges["x"] = (0.5, 0.5)
+    with pytest.raises(PtzError, match=r"XRange is \[0.5, 0.5\], not a range"):
+        _connect(fake)
+    # through the camera the node drives: a garbage read-back mid-look is a PtzError, never a ValueError
+    rig = FakePtzRig.start(bedroom_erp, (60.0, 45.0), (640, 480), fps=20.0, driver="onvif")
+    try:
+        conn = PtzConnection(**{k: v for k, v in rig.params().items() if k != "driver"}, timeout_s=1.0)
+        cam = open_ptz_camera("onvif", conn, PROFILE, CameraConfig((60.0, 45.0), 320, 240, -60.0, 60.0))
+        try:
+            rig.camera.position_text = ("1e400", "abc")
+            with pytest.raises(PtzError, match="not a pair of numbers"):
+                cam.look(10.0, 0.0)
+            assert cam.faults == 1
+        finally:
+            cam.close()
+    finally:
+        rig.close()
+
+
+def test_the_password_comes_from_the_environment_or_a_private_file_and_never_shows(fake, tmp_path, monkeypatch):
+    from panoseeker_ros.core.config import ConfigError
+    from panoseeker_ros.drivers.profile import ONVIF_PASSWORD_ENV, onvif_password
+
+    secret = tmp_path / "onvif.secret"
+    secret.write_text("12345\n")
+    secret.chmod(0o644)
+    conn = PtzConnection(host="127.0.0.1", port=fake.port, timeout_s=3.0, onvif_password_file=str(secret))
+    with pytest.raises(ConfigError, match=r"readable by others \(mode 0644\); run: chmod 600") as exc:
+        onvif_password(conn, environ={})
+    assert "12345" not in str(exc.value)
+    secret.chmod(0o600)
+    assert onvif_password(conn, environ={}) == "12345"
+    assert onvif_password(conn, environ={ONVIF_PASSWORD_ENV: "from-env"}) == "from-env"
+    assert not hasattr(conn, "onvif_password")  # not a connection setting, so never a ROS parameter
+    monkeypatch.delenv(ONVIF_PASSWORD_ENV, raising=False)
+    head = OnvifHead.connect(conn, PROFILE)
+    try:
+        fake.error_text = "user admin with password 12345 may not move"  # a camera that echoes the secret
+        with pytest.raises(PtzError) as exc:
+            head.move_to(10.0, 0.0)
+        assert "12345" not in str(exc.value) and "password *** may not move" in str(exc.value)
+    finally:
+        head.close()

@@ -175,3 +175,20 @@ def test_the_graph_fov_must_be_the_lens_fov():
         check_lens(PROFILE, CameraConfig())
     with pytest.raises(ConfigError, match="do not overlap"):
         PtzCamera(lambda: None, None, PtzProfile(tilt_limits_deg=(-30.0, 10.0)), (320, 240), (20.0, 40.0))
+
+
+def test_credentials_in_the_video_source_never_reach_a_message():
+    from panoseeker_ros.drivers.video import redact_url
+
+    assert redact_url("rtsp://admin:s3cret@10.0.0.5:554/1") == "rtsp://10.0.0.5:554/1"
+    assert redact_url("video http://u:p@h/x and rtsp://h/y") == "video http://h/x and rtsp://h/y"
+    events = Events()
+    grabber = FrameGrabber("http://admin:s3cret@127.0.0.1:9/video.mjpg", on_event=events, retry_s=0.05)
+    try:
+        with pytest.raises(VideoError) as exc:
+            grabber.frame_after(0.0, 0.3)
+        text = events.wait_for("lost")
+    finally:
+        grabber.close()
+    assert "127.0.0.1:9/video.mjpg" in str(exc.value) and "s3cret" not in str(exc.value) + text
+    assert "admin" not in str(exc.value) + text

@@ -78,7 +78,7 @@ def cmd_ptz(args) -> int:
             size = (frame.rgb.shape[1], frame.rgb.shape[0])
             note = ("" if size == p.image_size else
                     f" (profile says {p.image_size[0]}x{p.image_size[1]}: frames are resized)")
-            print(f"video {conn.video_source}: {size[0]}x{size[1]}{note}")
+            print(f"video {cam.frames.name}: {size[0]}x{size[1]}{note}")
         elif args.action == "look":
             cam.look(args.pan, args.tilt)
             r = cam.last

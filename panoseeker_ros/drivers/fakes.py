@@ -7,7 +7,8 @@ time, refuses positions beyond its limits, answers a re-sent VISCA over IP reque
 again without executing it twice, and takes injected faults: reply delay, dropped requests, random datagram
 loss, error replies, garbage bytes, wrong sequence numbers, sequence errors (control reply 0F 01). :class:`FakeOnvifPtz` answers the SOAP requests an ONVIF PTZ client makes
 (GetServices, GetProfiles, GetConfigurationOptions, AbsoluteMove, GetStatus, GotoHomePosition, Stop) with a
-generic position space of [-1, 1] on both axes. :class:`MjpegServer` serves an HTTP MJPEG stream (what many IP cameras
+generic position space of [-1, 1] on both axes (``ranges`` changes what it advertises; ``position_text``
+makes GetStatus report those strings as the position). :class:`MjpegServer` serves an HTTP MJPEG stream (what many IP cameras
 offer and what ``cv2.VideoCapture`` opens) of frames from a callable, e.g. a panorama rendered at the
 fake camera's current pose.
 
@@ -411,6 +412,8 @@ class FakeOnvifPtz(_LocalHttpServer):
         self.pan_deg, self.tilt_deg = tuple(pan_deg), tuple(tilt_deg)
         self.faults = Faults()
         self.error_text: str | None = None
+        self.ranges = {"x": (-1.0, 1.0), "y": (-1.0, 1.0)}  # advertised by GetConfigurationOptions
+        self.position_text: tuple[str, str] | None = None  # GetStatus reports this (garbage) instead
         self.requests: list[str] = []
         self.moves: list[tuple[float, float]] = []  # AbsoluteMove x, y as received
         self._axes = (_Axis(speed=speed_deg_s[0]), _Axis(speed=speed_deg_s[1]))
@@ -477,11 +480,11 @@ class FakeOnvifPtz(_LocalHttpServer):
                 '<tt:PTZConfiguration token="ptz_1"><tt:Name>ptz</tt:Name><tt:UseCount>1</tt:UseCount>'
                 "<tt:NodeToken>node_1</tt:NodeToken></tt:PTZConfiguration></trt:Profiles></trt:GetProfilesResponse>")
         if name == "GetConfigurationOptions":
-            rng = "<tt:Min>-1</tt:Min><tt:Max>1</tt:Max>"
+            rng = {k: f"<tt:Min>{lo}</tt:Min><tt:Max>{hi}</tt:Max>" for k, (lo, hi) in self.ranges.items()}
             return 200, _soap(
                 "<tptz:GetConfigurationOptionsResponse><tptz:PTZConfigurationOptions><tt:Spaces>"
-                f"<tt:AbsolutePanTiltPositionSpace><tt:URI>{GENERIC_SPACE}</tt:URI><tt:XRange>{rng}</tt:XRange>"
-                f"<tt:YRange>{rng}</tt:YRange></tt:AbsolutePanTiltPositionSpace></tt:Spaces>"
+                f"<tt:AbsolutePanTiltPositionSpace><tt:URI>{GENERIC_SPACE}</tt:URI><tt:XRange>{rng['x']}</tt:XRange>"
+                f"<tt:YRange>{rng['y']}</tt:YRange></tt:AbsolutePanTiltPositionSpace></tt:Spaces>"
                 "<tt:PTZTimeout><tt:Min>PT1S</tt:Min><tt:Max>PT60S</tt:Max></tt:PTZTimeout>"
                 "</tptz:PTZConfigurationOptions></tptz:GetConfigurationOptionsResponse>")
         if name == "AbsoluteMove":
@@ -510,10 +513,12 @@ class FakeOnvifPtz(_LocalHttpServer):
             now = time.monotonic()
             with self._lock:
                 moving = any(a.at(now) != a.target for a in self._axes)
-            x, y = self._to_xy(*self.pose_deg())
+            x, y = (f"{c:.6f}" for c in self._to_xy(*self.pose_deg()))
+            if self.position_text is not None:
+                x, y = self.position_text
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             return 200, _soap(
-                f'<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position><tt:PanTilt x="{x:.6f}" y="{y:.6f}" '
+                f'<tptz:GetStatusResponse><tptz:PTZStatus><tt:Position><tt:PanTilt x="{x}" y="{y}" '
                 f'space="{GENERIC_SPACE}"/></tt:Position><tt:MoveStatus><tt:PanTilt>'
                 f'{"MOVING" if moving else "IDLE"}</tt:PanTilt></tt:MoveStatus><tt:UtcTime>{stamp}</tt:UtcTime>'
                 "</tptz:PTZStatus></tptz:GetStatusResponse>")

@@ -9,10 +9,12 @@ linearly to the degrees the profile names for their ends (``onvif_pan_deg``, ``o
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 
+from ..core.config import ConfigError
 from .head import PtzError, PtzTimeout
-from .profile import PtzConnection, PtzProfile
+from .profile import PtzConnection, PtzProfile, onvif_password, redact
 
 DEFAULT_PORT = 80
 GENERIC_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
@@ -27,6 +29,10 @@ class OnvifHead:
 
     def __init__(self, conn: PtzConnection, profile: PtzProfile):
         self.conn, self.profile = conn, profile
+        try:
+            self._password = onvif_password(conn)
+        except ConfigError as exc:
+            raise PtzError(str(exc)) from None
         self.port = conn.port or DEFAULT_PORT
         self.name = f"ONVIF http://{conn.host}:{self.port}"
         self.timeout_s = conn.timeout_s
@@ -53,7 +59,7 @@ class OnvifHead:
     async def _setup(self) -> None:
         from onvif import ONVIFCamera
 
-        self._camera = ONVIFCamera(self.conn.host, self.port, self.conn.onvif_user, self.conn.onvif_password)
+        self._camera = ONVIFCamera(self.conn.host, self.port, self.conn.onvif_user, self._password)
         await self._camera.update_xaddrs()
         media = await self._camera.create_media_service()
         self._ptz = await self._camera.create_ptz_service()
@@ -70,10 +76,26 @@ class OnvifHead:
                            f"camera cannot be pointed by angle")
         space = next((s for s in spaces if s.URI == GENERIC_SPACE), spaces[0])
         self.space = space.URI
-        self.x_range = (float(space.XRange.Min), float(space.XRange.Max))
-        self.y_range = (float(space.YRange.Min), float(space.YRange.Max))
+        self.x_range = self._range(space, "XRange")
+        self.y_range = self._range(space, "YRange")
+
+    def _range(self, space, key: str) -> tuple[float, float]:
+        try:
+            lo, hi = float(getattr(space, key).Min), float(getattr(space, key).Max)
+        except (AttributeError, TypeError, ValueError):
+            lo = hi = math.nan
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
+            raise PtzError(f"{self.name}: the absolute pan-tilt space's {key} is [{lo}, {hi}], not a range of "
+                           f"positions; this camera cannot be pointed by angle over ONVIF (try its VISCA port)")
+        return lo, hi
 
     def _run(self, coro, what: str, timeout_s: float | None = None):
+        try:
+            return self._call(coro, what, timeout_s)
+        except PtzError as exc:  # no error text may carry the password, whatever the library put in it
+            raise type(exc)(redact(str(exc), self._password)) from None
+
+    def _call(self, coro, what: str, timeout_s: float | None = None):
         import aiohttp
         import zeep.exceptions
         from onvif.exceptions import ONVIFError
@@ -119,7 +141,14 @@ class OnvifHead:
         if pan_tilt is None:
             raise PtzError(f"{self.name}: GetStatus has no pan-tilt position; this camera does not report where "
                            f"it points")
-        return self.to_degrees(float(pan_tilt.x), float(pan_tilt.y))
+        try:
+            x, y = float(pan_tilt.x), float(pan_tilt.y)
+        except (AttributeError, TypeError, ValueError):
+            x = y = math.nan
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise PtzError(f"{self.name}: GetStatus position x={getattr(pan_tilt, 'x', None)!r} "
+                           f"y={getattr(pan_tilt, 'y', None)!r} is not a pair of numbers; check the camera's firmware")
+        return self.to_degrees(x, y)
 
     def home(self) -> None:
         self._run(self._ptz.GotoHomePosition({"ProfileToken": self.token}), "GotoHomePosition")

@@ -8,6 +8,8 @@ and the fix.
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +64,7 @@ class PtzConnection:
     baudrate: int = 9600
     visca_address: int = 1  # VISCA camera address 1..7
     onvif_user: str = "admin"
-    onvif_password: str = ""
+    onvif_password_file: str = ""  # a file (mode 0600) holding the ONVIF password; see onvif_password()
     video_source: str = ""  # OpenCV VideoCapture source: rtsp://…, http://…, a device number, a file
     timeout_s: float = 1.0  # one reply from the camera [s]
     retry_s: float = 0.5  # first reconnect attempt after a fault [s]; doubles on each failure ...
@@ -73,18 +75,52 @@ TRANSPORTS = ("udp", "udp_raw", "tcp", "serial")
 DESCRIPTIONS = {
     "profile": "calibration profile: a name in config/ptz/ or a YAML path",
     "host": "camera IP address or host name",
-    "port": "camera port; 0 = default (VISCA UDP and raw UDP 52381, TCP 5678, ONVIF 80 / https 443)",
+    "port": "camera port; 0 = default (VISCA UDP and raw UDP 52381, TCP 5678, ONVIF 80)",
     "transport": "VISCA transport: udp (VISCA over IP) | udp_raw (raw VISCA in UDP) | tcp | serial",
     "serial_device": "VISCA serial device or pyserial URL",
     "baudrate": "VISCA serial baud rate",
     "visca_address": "VISCA camera address 1..7",
     "onvif_user": "ONVIF user name",
-    "onvif_password": "ONVIF password",
+    "onvif_password_file": "file (mode 0600) with the ONVIF password; empty: environment variable "
+                           "PANOSEEKER_ONVIF_PASSWORD",
     "video_source": "video for cv2.VideoCapture: rtsp://..., http://..., a device number or a file",
     "timeout_s": "wait for one camera reply [s]",
     "retry_s": "first reconnect attempt after a camera fault [s]; doubles on each failure",
     "retry_max_s": "longest wait between reconnect attempts [s]",
 }
+
+
+ONVIF_PASSWORD_ENV = "PANOSEEKER_ONVIF_PASSWORD"
+
+
+def onvif_password(conn: PtzConnection, environ=None) -> str:
+    """The ONVIF password: the environment variable ``PANOSEEKER_ONVIF_PASSWORD``, else the first line of
+    ``onvif_password_file``, which must be readable by its owner only (mode 0600). Never a ROS parameter: any
+    node on the graph may read parameters. Errors name the file, never the secret."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ONVIF_PASSWORD_ENV):
+        return environ[ONVIF_PASSWORD_ENV]
+    if not conn.onvif_password_file:
+        return ""
+    path = Path(conn.onvif_password_file).expanduser()
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"ONVIF password file {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+                              f"run: chmod 600 {path}")
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"ONVIF password file {path}: {exc.strerror or exc}; set 'onvif_password_file' to a "
+                          f"readable file (mode 0600) or set {ONVIF_PASSWORD_ENV}") from None
+    return lines[0] if lines else ""
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` with every non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def shipped_profiles() -> dict[str, Path]:
@@ -194,5 +230,5 @@ def connection_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(PtzConnection))
 
 
-__all__ = ["PtzProfile", "PtzConnection", "load_profile", "save_profile", "shipped_profiles", "check_profile",
+__all__ = ["PtzProfile", "PtzConnection", "onvif_password", "redact", "ONVIF_PASSWORD_ENV", "load_profile", "save_profile", "shipped_profiles", "check_profile",
            "connection_from_params", "connection_fields", "TRANSPORTS", "DESCRIPTIONS"]

@@ -15,7 +15,7 @@ import numpy as np
 from ..core.config import CameraConfig, ConfigError
 from ..core.geometry import Intrinsics, Pose, wrap_deg
 from .head import PanTiltHead, PtzError, PtzNotSettled, PtzStopped, clamp_to_limits, wait_settled
-from .profile import PtzConnection, PtzProfile
+from .profile import PtzConnection, PtzProfile, onvif_password
 from .video import FrameGrabber
 
 DRIVERS = ("visca", "onvif")
@@ -192,6 +192,8 @@ def open_ptz_camera(driver: str, conn: PtzConnection, profile: PtzProfile, camer
     """A PtzCamera for the graph's camera settings; ``connect_now=False`` leaves the first connection (and its
     errors) to the first call."""
     check_lens(profile, camera)
+    if driver == "onvif":
+        onvif_password(conn)  # a password file that is missing or readable by others stops the start, once
     if not conn.video_source.strip():
         raise ConfigError(f"the {driver} driver needs the camera's video: set 'video_source' to its stream "
                           f"(rtsp://…, http://…), a device number or a file")

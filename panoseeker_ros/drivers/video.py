@@ -2,6 +2,7 @@
 the newest frame with the time it arrived, and reopens the source when it is lost."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ class Frame:
     index: int  # frames read since the grabber started
 
 
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it removed (what messages show of a source)."""
+    return _USERINFO.sub(r"\g<scheme>", text)
+
+
 def capture_source(text: str):
     """What VideoCapture gets: a device number for ``"0"``, ``"1"``…, else the URL or path as is."""
     text = text.strip()
@@ -37,6 +46,7 @@ class FrameGrabber:
         if not source.strip():
             raise VideoError("no video source; set 'video_source' (rtsp://…, http://…, a device number or a file)")
         self.source = source
+        self.name = redact_url(source)  # what every message shows: never the credentials
         self.on_event = on_event or (lambda kind, text: None)
         self.retry_s, self.max_retry_s = retry_s, max_retry_s
         self._open = open_capture or (lambda src: cv2.VideoCapture(src, cv2.CAP_FFMPEG)
@@ -66,7 +76,7 @@ class FrameGrabber:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     state = "connected but no new frame" if self._up else "not connected"
-                    raise VideoError(f"video {self.source}: no frame within {timeout_s:g} s ({state}); "
+                    raise VideoError(f"video {self.name}: no frame within {timeout_s:g} s ({state}); "
                                      f"check the stream URL and that the camera streams")
                 self._cond.wait(left)
             return self._frame
@@ -81,7 +91,7 @@ class FrameGrabber:
         while not self._stop.is_set():
             cap = self._open(source)
             if cap is None or not cap.isOpened():
-                self._lost(f"video {self.source}: cannot open; retrying every ≤{self.max_retry_s:g} s")
+                self._lost(f"video {self.name}: cannot open; retrying every ≤{self.max_retry_s:g} s")
                 self._stop.wait(wait)
                 wait = min(wait * 2, self.max_retry_s)
                 continue
@@ -89,7 +99,7 @@ class FrameGrabber:
                 while not self._stop.is_set():
                     ok, bgr = cap.read()
                     if not ok or bgr is None:
-                        self._lost(f"video {self.source}: stream lost; reconnecting")
+                        self._lost(f"video {self.name}: stream lost; reconnecting")
                         break
                     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                     with self._cond:
@@ -100,7 +110,7 @@ class FrameGrabber:
                         self._cond.notify_all()
                     if came_back:
                         wait = self.retry_s
-                        self.on_event("back", f"video {self.source}: streaming ({rgb.shape[1]}x{rgb.shape[0]})")
+                        self.on_event("back", f"video {self.name}: streaming ({rgb.shape[1]}x{rgb.shape[0]})")
             finally:
                 cap.release()
 
