@@ -15,6 +15,7 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -28,6 +29,12 @@ from test_ros_graph import NS, Client, _env, _free_domain, _log_count  # noqa: E
 ROOT = Path(__file__).resolve().parents[1]
 FOV, SIZE = (60.0, 45.0), (320, 240)
 RETRY_S, RETRY_MAX_S = 0.2, 0.8
+SECRET = "s3cret-video-pw"  # in video_source: never in a status, a log line or a diagnostic
+
+
+def attempt_starts(times: list[float]) -> list[float]:
+    """The first control datagram of each reconnect attempt (an attempt re-sends its reset within timeout_s)."""
+    return [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > 0.35]
 
 
 def profile_yaml(path: Path, fov=FOV, size=(640, 480)) -> Path:
@@ -52,6 +59,8 @@ class Watcher(Client):
         n.create_subscription(Image, api.IMAGE, lambda m: self.images.__setitem__(stamp_ns(m.header.stamp), m),
                               api.IMAGE_QOS)
         self.pub_look = n.create_publisher(JointState, api.LOOK, api.COMMAND_QOS)
+        self.diagnostics: list[DiagnosticArray] = []
+        n.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
 
     def stamped_pose_after(self, t_ns: int, timeout: float = 15.0) -> tuple[int, Pose]:
         self.pose_after(t_ns, timeout)
@@ -73,7 +82,9 @@ def camera_node(rig, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ptz_node")
     log = tmp / "camera_node.log"
     domain = _free_domain()
-    per_node = {"camera_node": {**rig.params("udp"), "profile": str(profile_yaml(tmp / "fake_head.yaml")),
+    params = rig.params("udp")
+    params["video_source"] = params["video_source"].replace("http://", f"http://viewer:{SECRET}@")
+    per_node = {"camera_node": {**params, "profile": str(profile_yaml(tmp / "fake_head.yaml")),
                                 "timeout_s": 1.0, "retry_s": RETRY_S, "retry_max_s": RETRY_MAX_S,
                                 "start_pan": math.radians(20.0)}}  # θ = -20°
     shared = {"camera": {"fov_deg": list(FOV), "width": SIZE[0], "height": SIZE[1],
@@ -125,8 +136,9 @@ def test_a_silent_camera_is_an_error_with_one_line_retried_with_back_off_and_rec
     assert "no answer" in w.statuses[-1]["message"] and "\n" not in w.statuses[-1]["message"]
     # each reconnect attempt is a sequence reset the camera ignores (1 s timeout), then the back-off
     # (0.2 s doubling to 0.8 s) before the next one
-    w.spin_until(lambda: rig.camera.control_requests - attempts_before >= 4, 30, "four reconnect attempts")
-    times = rig.camera.control_times[attempts_before:]
+    w.spin_until(lambda: len(attempt_starts(rig.camera.control_times[attempts_before:])) >= 4, 30,
+                 "four reconnect attempts")
+    times = attempt_starts(rig.camera.control_times[attempts_before:])
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert gaps[0] >= 1.0 + 0.4 - 0.05 and gaps[1] >= 1.0 + 0.8 - 0.05 and gaps[2] >= 1.0 + 0.8 - 0.05, gaps
     assert _log_count(log, r"camera fault:") == 1  # one line per outage, not one per retry
@@ -172,3 +184,52 @@ def test_garbage_and_wrong_sequence_numbers_are_logged_once_and_survived(camera_
     assert _log_count(log, r"ignored a reply with sequence number") == 1
     w.spin_until(lambda: w.state() == "ready", 10, "camera/status ready")
     assert g.exited() == {}
+
+
+def test_diagnostics_say_connection_faults_latency_settle_time_and_frame_age(camera_node):
+    g, w, log = camera_node
+    t = w.now_ns()
+    w.pub_move.publish(JointState(name=["pan"], position=[math.radians(5.0)]))
+    w.pose_after(t, 15.0)
+    w.spin_until(lambda: w.state() == "ready" and [d for d in w.diagnostics if stamp_ns(d.header.stamp) > t], 10,
+                 "a diagnostic after the move")
+    status = [d for d in w.diagnostics if stamp_ns(d.header.stamp) > t][-1].status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.OK and "camera_node" in status.name and "visca" in status.hardware_id
+    assert values["connected"] == "true" and values["video"] == "true" and int(values["faults"]) >= 0
+    assert 0 < float(values["reply_latency_s"]) < 1.0 and 0 < float(values["settle_s"]) < 5.0
+    assert 0 <= float(values["frame_age_s"]) < 1.0  # a 20 fps stream
+    assert SECRET not in status.message
+
+
+def test_stop_ends_a_look_under_way_without_a_view(camera_node, rig):
+    g, w, log = camera_node
+    w.spin_until(lambda: w.state() == "ready", 10, "camera/status ready")
+    t = w.now_ns()
+    w.pub_look.publish(JointState(name=["pan", "tilt"], position=[math.radians(-160.0), 0.0]))  # θ = 160°: >1 s
+    w.spin_until(lambda: rig.camera.moving(), 10, "the head moving")
+    response = w.call(f"{NS}/{api.CAMERA_STOP}")
+    assert response.success
+    w.spin_until(lambda: w.state() == "ready" and "was stopped" in w.statuses[-1]["message"], 10, "the stopped status")
+    assert not rig.camera.moving() and rig.camera.pose_deg()[0] < 150.0
+    w.op.spin_for(0.3)
+    assert not any(s > t for s, _ in w.poses)  # no view for the stopped look
+    t = w.now_ns()
+    w.pub_move.publish(JointState(name=["pan"], position=[0.0]))  # the next request is served as usual
+    w.pose_after(t, 15.0)
+
+
+def test_credentials_in_the_video_source_never_reach_statuses_or_logs(camera_node):
+    g, w, log = camera_node
+    w.spin_until(lambda: _log_count(log, r"video http://127\.0\.0\.1") >= 1, 10, "a video log line")
+    assert SECRET not in log.read_text() and "viewer:" not in log.read_text()
+    assert not [s for s in w.statuses if SECRET in s["message"]]
+
+
+def test_shutdown_stops_the_head(camera_node, rig):
+    g, w, log = camera_node  # the last test of this module: it stops the node
+    w.spin_until(lambda: w.state() == "ready", 10, "camera/status ready")
+    w.pub_look.publish(JointState(name=["pan", "tilt"], position=[math.radians(160.0), 0.0]))  # θ = -160°
+    w.spin_until(lambda: rig.camera.moving(), 10, "the head moving")
+    g.stop()
+    assert not rig.camera.moving() and rig.camera.pose_deg()[0] > -150.0

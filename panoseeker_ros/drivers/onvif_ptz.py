@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 
 from ..core.config import ConfigError
 from .head import PtzError, PtzTimeout
@@ -44,6 +45,7 @@ class OnvifHead:
         self.space = GENERIC_SPACE
         self.x_range = self.y_range = (-1.0, 1.0)
         self.moving: bool | None = None  # GetStatus MoveStatus.PanTilt at the last read-back (None: unknown)
+        self.last_reply_s: float | None = None  # round trip of the last answered request [s]
 
     @classmethod
     def connect(cls, conn: PtzConnection, profile: PtzProfile) -> "OnvifHead":
@@ -101,9 +103,12 @@ class OnvifHead:
         from onvif.exceptions import ONVIFError
 
         timeout = timeout_s or self.timeout_s
+        t0 = time.monotonic()
         future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self._loop)
         try:
-            return future.result(timeout + 1.0)
+            answer = future.result(timeout + 1.0)
+            self.last_reply_s = time.monotonic() - t0
+            return answer
         except PtzError:
             raise
         except (asyncio.TimeoutError, TimeoutError):

@@ -155,6 +155,16 @@ class PtzCamera:
         if self._head is not None:
             self._guard(lambda h: h.stop())
 
+    def health(self) -> dict:
+        """What a robot monitor wants to know [s]: link up, faults so far, the last reply's round trip, the last
+        look's settle time, the newest frame's age, and (VISCA over UDP) requests re-sent after a loss."""
+        head, newest = self._head, self.frames.newest()
+        return {"connected": head is not None, "video": self.frames.connected, "faults": self.faults,
+                "reply_latency_s": getattr(head, "last_reply_s", None),
+                "settle_s": self.last.settle_s if self.last is not None else None,
+                "frame_age_s": time.monotonic() - newest.received if newest is not None else None,
+                "resends": getattr(head, "resends", 0)}
+
     def snapshot(self) -> np.ndarray:
         """A frame received now or later, at the current pose, at the graph's view size."""
         return self.fit(self.frames.frame_after(time.monotonic(), self.frame_timeout_s).rgb)

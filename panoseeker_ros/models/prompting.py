@@ -22,6 +22,7 @@ import numpy as np
 from ..core.actions import BOX_SCALE, DPHI_VALUES, DTHETA_VALUES
 from ..core.episode import Observation
 from ..core.geometry import DEFAULT_FOV_DEG, Pose
+from ..core.instruction import plain_text
 
 MEMORY_VARIANTS = ("none", "text", "visual", "hybrid", "egosphere")
 VISUAL_BUFFER = 5  # previous views shown by the visual and hybrid variants
@@ -115,7 +116,7 @@ def build_prompt(memory: str, obs: Observation, answer: str | None = None, syste
     """The messages for one decision, from the observation alone (its ``history`` holds the earlier
     decisions). ``answer`` appends the assistant turn (supervised training)."""
     check_memory(memory)
-    content: list[dict] = [{"type": "text", "text": f"Instruction: {obs.instruction}\n"}]
+    content: list[dict] = [{"type": "text", "text": f"Instruction: {plain_text(obs.instruction)}\n"}]
     images: list[np.ndarray] = []
 
     def image(label: str, img: np.ndarray) -> None:

@@ -10,24 +10,30 @@ Topics (relative to the namespace, default ``/panoseeker``; QoS names from ``int
                camera/status       std_msgs/String (JSON)          latched  {state: ready | moving | error, message}
                                                                             (sim: ready once; a real head:
                                                                             moving, then ready, per request)
+               /diagnostics        diagnostic_msgs/DiagnosticArray  1 Hz    connection, faults, reply latency,
+                                                                            settle time, video frame age
     subscribes camera/move         sensor_msgs/JointState          command  relative [Δpan, Δtilt] rad;
                                                                             all zero re-captures the view
                camera/look         sensor_msgs/JointState          command  absolute [pan, tilt] rad
 Services
     camera/reset  std_srvs/Trigger  point at the episode's start pose and publish that view
+    camera/stop   std_srvs/Trigger  stop the head now: a look under way ends without a view (cancel, shutdown)
 Parameters
     driver (string, read-only): sim | visca | onvif
     dataset, split, episode_id (string, read-only): the simulated episode (scene and start pose; with a real
         driver only the start pose, so a fake camera can replay a simulated scene)
     panorama (string, read-only): sim: a plain ERP image instead of a dataset episode
     start_pan, start_tilt (double, rad): start pose when no dataset is given
-    profile, host, port, transport, serial_device, baudrate, visca_address, onvif_user, onvif_password,
-    video_source, timeout_s, retry_s, retry_max_s (read-only): visca / onvif, see drivers/profile.py
+    profile, host, port, transport, serial_device, baudrate, visca_address, onvif_user, onvif_password_file,
+    video_source, timeout_s, retry_s, retry_max_s (read-only): visca / onvif, see drivers/profile.py (the
+    ONVIF password itself is never a parameter: PANOSEEKER_ONVIF_PASSWORD or the 0600 file)
+    max_commands_per_s (read-only): moves, looks and resets beyond this rate are dropped (one log line)
     frame_id (string, applied at run time): header frame of every output
     camera.* (read-only): field of view, size and tilt limits, shared with the other nodes
 Every move and look is answered by exactly one view, in the order they arrive (but see the error state
 below). They are clamped to the tilt limits (pan turns freely; a real head also to its profile's pan
-limits); malformed ones (NaN, beyond ±2π) are dropped with one log line. The published pose is the head's read-back. A camera (or video)
+limits); malformed ones (NaN, beyond ±2π) are dropped with one log line. The published pose is the head's read-back. A move that
+does not settle within the profile's timeout is stopped and gets no view (camera/status error). A camera (or video)
 that does not answer sets camera/status to error with one log line and leaves that request without a
 view; the node retries with back-off (retry_s doubling to retry_max_s) and says ready when the head
 and its video answer again. Requests that arrive meanwhile get no view either (one log line per
@@ -37,7 +43,10 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
@@ -47,18 +56,21 @@ from ..core.camera import Camera, PanoramaCamera
 from ..core.config import ConfigError
 from ..core.dataset import DatasetError, load_dataset, load_rgb
 from ..core.geometry import Pose, pan_tilt_to_pose
+from ..core.limits import RateLimit
 from ..drivers import ptz_camera as ptz
-from ..drivers.head import PtzError
+from ..drivers.head import PtzError, PtzStopped
 from ..drivers.profile import DESCRIPTIONS, PtzConnection, connection_fields, connection_from_params, load_profile
 from ..drivers.video import VideoError
 from . import interface as api
-from .conversions import (MessageError, camera_info, header, joint_state_to_move, joint_state_to_pose,
-                          pose_to_joint_state, rgb_to_image)
+from .conversions import (MessageError, camera_info, diagnostic_array, header, joint_state_to_move,
+                          joint_state_to_pose, pose_to_joint_state, rgb_to_image)
 from .params import declare, declare_seek_config, declare_sim_episode
 from .runtime import WarnOnce, load_sim_env, run_node
 
 DRIVERS = ("sim",) + ptz.DRIVERS
 CAMERA_FAULTS = (PtzError, VideoError)
+DIAGNOSTICS = "/diagnostics"  # absolute: the robot-wide topic monitors (rqt_robot_monitor, aggregators) read
+DIAGNOSTICS_PERIOD_S = 1.0
 
 
 def declare_connection(node: Node) -> PtzConnection:
@@ -116,9 +128,11 @@ class CameraNode(Node):
         self.frame_id = declare(self, "frame_id", "camera", "header frame_id of the view, info and pose",
                                 on_change=lambda v: setattr(self, "frame_id", v))
         self.conn = declare_connection(self)
+        self.command_rate = RateLimit(declare(self, "max_commands_per_s", 50.0, "moves, looks and resets per second "
+                                              "beyond which they are dropped", lo=0.1, hi=1000.0))
         self.warn_once = WarnOnce(self)
         self.pub_status = self.create_publisher(String, api.CAMERA_STATUS, api.LATCHED_QOS)
-        self.state = ""
+        self.state, self.status_message = "", ""
         self.report_moves = self.driver != "sim"  # a real head's moves take time; a simulated look does not
         self.dropped = 0  # requests refused during the current outage
         self.retry_s = self.conn.retry_s
@@ -132,19 +146,23 @@ class CameraNode(Node):
         self.create_subscription(JointState, api.MOVE, self._on_move, api.COMMAND_QOS)
         self.create_subscription(JointState, api.LOOK, self._on_look, api.COMMAND_QOS)
         self.create_service(Trigger, api.CAMERA_RESET, self._on_reset)
+        quick = MutuallyExclusiveCallbackGroup()  # never behind a look in progress
+        self.create_service(Trigger, api.CAMERA_STOP, self._on_stop, callback_group=quick)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics, callback_group=quick)
         if self.look(self.start_pose) is not None:
             p = self.camera.pose()
             self.get_logger().info(f"{self.driver} camera ready at θ={p.theta:.1f}° ϕ={p.phi:.1f}° "
                                    f"({self.intrinsics.width}x{self.intrinsics.height})")
 
     def destroy_node(self):
-        close = getattr(self.camera, "close", None)  # a real head: stop the frame grabber, close the link
+        close = getattr(self.camera, "close", None)  # a real head: stop it, the frame grabber and the link
         if close is not None:
             close()
         return super().destroy_node()
 
     def publish_status(self, state: str, message: str) -> None:
-        self.state = state
+        self.state, self.status_message = state, message
         self.pub_status.publish(String(data=api.dumps({"state": state, "message": message})))
 
     def look(self, pose: Pose) -> Pose | None:
@@ -160,6 +178,9 @@ class CameraNode(Node):
             self.publish_status("moving", f"to θ={pose.theta:.1f}° ϕ={pose.phi:.1f}°")
         try:
             view = self.camera.look(pose.theta, pose.phi)
+        except PtzStopped as exc:
+            self.publish_status("ready", str(exc))
+            return None
         except CAMERA_FAULTS as exc:
             self._fault(exc)
             return None
@@ -212,21 +233,33 @@ class CameraNode(Node):
         else:
             self.warn_once(("driver", kind), text)
 
+    def _rate_ok(self, what: str) -> bool:
+        if self.command_rate.allow(time.monotonic()):
+            return True
+        self.warn_once(("rate", what), f"dropped a {what}: more than {self.command_rate.per_s:g} camera commands per "
+                                       f"second (parameter max_commands_per_s)")
+        return False
+
     def _on_move(self, msg: JointState) -> None:
         try:
             dtheta, dphi = joint_state_to_move(msg)
         except MessageError as exc:
             self.warn_once(("move", str(exc)), f"dropped a message on {api.MOVE}: {exc}")
             return
+        if not self._rate_ok("move"):
+            return
         current = self.camera.pose()
-        reached = self.look(current.moved(dtheta, dphi))
-        wanted_phi = current.phi + dphi
-        if reached is not None and abs(reached.phi - wanted_phi) > 1e-6:
+        wanted = current.moved(dtheta, dphi)
+        reached = self.look(wanted)
+        target = self.camera.clamp(wanted.theta, wanted.phi)  # what was commanded: the read-back also rounds
+        if reached is not None and abs(target.phi - wanted.phi) > 1e-6:
             lo, hi = self.camera.tilt_limits
             self.get_logger().info(f"move Δϕ={dphi:+.1f}° from ϕ={current.phi:.1f}° clamped to "
-                                   f"ϕ={reached.phi:.1f}° (tilt limits {lo:g}..{hi:g}°)")
+                                   f"ϕ={target.phi:.1f}° (tilt limits {lo:g}..{hi:g}°)")
 
     def _on_look(self, msg: JointState) -> None:
+        if not self._rate_ok("look"):
+            return
         try:
             pose = joint_state_to_pose(msg, self.camera.pose())
         except MessageError as exc:
@@ -234,7 +267,28 @@ class CameraNode(Node):
             return
         self.look(pose)
 
+    def _on_stop(self, request, response):
+        stop = getattr(self.camera, "stop", None)  # the simulated camera never moves between requests
+        try:
+            if stop is not None:
+                stop()
+        except CAMERA_FAULTS as exc:
+            response.success, response.message = False, f"could not stop the head: {str(exc).splitlines()[0]}"
+            return response
+        response.success, response.message = True, f"{self.driver} camera stopped"
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        health = getattr(self.camera, "health", lambda: {"connected": True})()
+        hardware = self.driver if self.driver == "sim" else f"{self.driver} {self.conn.host} ({self.conn.profile})"
+        self.pub_diagnostics.publish(diagnostic_array(
+            self.get_clock().now().to_msg(), f"{self.get_fully_qualified_name()}: camera", hardware,
+            self.state or "starting", api.echo(self.status_message), health))
+
     def _on_reset(self, request, response):
+        if not self._rate_ok("reset"):
+            response.success, response.message = False, "too many camera commands; try again in a second"
+            return response
         p = self.look(self.start_pose)
         response.success = p is not None
         response.message = (f"camera at the start pose θ={p.theta:.1f}° ϕ={p.phi:.1f}°" if p is not None else
@@ -244,7 +298,7 @@ class CameraNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(CameraNode, args, threads=1, name="camera_node")
+    return run_node(CameraNode, args, threads=2, name="camera_node")  # stop and diagnostics beside a look
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import math
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point32, PolygonStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header
@@ -211,3 +212,22 @@ def polygon_to_box(msg: PolygonStamped):
 
 def header(stamp: Time | None, frame_id: str) -> Header:
     return Header(stamp=stamp if stamp is not None else Time(), frame_id=frame_id)
+
+
+DIAGNOSTIC_LEVELS = {"ready": DiagnosticStatus.OK, "moving": DiagnosticStatus.OK, "error": DiagnosticStatus.ERROR}
+
+
+def diagnostic_array(stamp: Time, name: str, hardware_id: str, state: str, message: str,
+                     values: dict) -> DiagnosticArray:
+    """One DiagnosticStatus (level from ``state``: ready / moving OK, error ERROR, else STALE) with ``values``
+    as key/value strings (None: "unknown"; floats to 4 decimals)."""
+    def text(v) -> str:
+        if v is None:
+            return "unknown"
+        if isinstance(v, bool):
+            return str(v).lower()
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+    status = DiagnosticStatus(level=DIAGNOSTIC_LEVELS.get(state, DiagnosticStatus.STALE), name=name,
+                              message=f"{state}: {message}"[:256], hardware_id=hardware_id,
+                              values=[KeyValue(key=k, value=text(v)) for k, v in values.items()])
+    return DiagnosticArray(header=header(stamp, ""), status=[status])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 
-from ..core.instruction import InstructionError, parse_instruction  # noqa: F401 - the instruction message's form
+from ..core.instruction import InstructionError, echo, parse_instruction  # noqa: F401 - the instruction message's form
 from ..core.instruction import json_object as loads  # noqa: F401 - a payload back, or None: not a JSON object
 from . import NODES  # noqa: F401 - the graph's processes, named here with everything else of the interface
 
@@ -141,11 +141,14 @@ TRAINING_TOPICS = (IMAGE, CAMERA_INFO, POSE, CANVAS, INSTRUCTION, MOVE, LOOK, FE
                    RESULT, RESULT_POSE, RESULT_MASK)
 
 CAMERA_RESET = "camera/reset"
+CAMERA_STOP = "camera/stop"
 CANCEL = "cancel"
 
 SERVICES = (
     (CAMERA_RESET, "std_srvs/srv/Trigger", "camera_node",
      "point the camera at its start pose and publish the view"),
+    (CAMERA_STOP, "std_srvs/srv/Trigger", "camera_node",
+     "stop the head now; a look under way ends without a view (the policy node calls it on cancel and shutdown)"),
     (CANCEL, "std_srvs/srv/Trigger", "policy_node", "stop the current search"),
 )
 

@@ -19,21 +19,25 @@ from rclpy.signals import SignalHandlerOptions
 
 from ..core.config import ConfigError, SeekConfig
 from ..core.dataset import DatasetError, load_dataset
+from ..core.limits import BoundedSet
 
 
 class WarnOnce:
-    """Log a warning the first time a ``key`` is seen: a stream of bad messages logs one line, not thousands."""
+    """Log a warning the first time a ``key`` is seen: a stream of bad messages logs one line, not thousands.
+    The keys remembered are bounded (:data:`KEYS`, oldest forgotten first): keys built from message text
+    cannot grow memory without end."""
+
+    KEYS = 256
 
     def __init__(self, node: Node):
         self._logger = node.get_logger()
-        self._seen: set = set()
+        self._seen = BoundedSet(self.KEYS)
         self._lock = threading.Lock()
 
     def __call__(self, key, text: str) -> None:
         with self._lock:
-            if key in self._seen:
+            if not self._seen.add(key):
                 return
-            self._seen.add(key)
         self._logger.warning(text + " (logged once; further ones are dropped silently)")
 
     def image_ok(self, msg, size, kind: str, topic: str) -> bool:
