@@ -27,6 +27,7 @@ from .core.dataset import Dataset, DatasetError, EpisodeSpec, load_dataset
 from .core.environment import SimScene, run_lockstep
 from .core.egosphere import EgoSphere
 from .core.episode import EpisodeResult, Frame, StepRecord, decode_rle, rotate_view_mask, score
+from .core.episode import episode_record as record_line
 from .core.geometry import PanoramaRenderer, view_mask_centroid_dir
 from .core.metrics import EpisodeOutcome, format_table, summarize
 from .core.visualize import episode_picture
@@ -104,12 +105,8 @@ def run_one_shot(scene: SimScene, method) -> EpisodeResult:
 
 
 def episode_record(result, spec: EpisodeSpec) -> dict:
-    """The line of ``episodes.jsonl``: the result's fields (among them L* = ``shortest_deg`` and P =
-    ``path_deg`` in degrees, and ``looks``, the alignment looks) plus what else an independent scorer
-    needs: the start pose and the target centroid."""
-    record = result.as_dict()
-    record.update(initial_pose=spec.initial_pose.as_dict(), target_centroid=spec.target_centroid.as_dict())
-    return record
+    """The line of ``episodes.jsonl`` for a dataset episode (see :func:`core.episode.episode_record`)."""
+    return record_line(result, spec.initial_pose, spec.target_centroid)
 
 
 def outcome_from_record(record: dict) -> EpisodeOutcome:

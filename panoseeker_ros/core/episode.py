@@ -552,3 +552,16 @@ def decode_rle(rle: dict) -> np.ndarray:
     values = np.zeros(len(rle["counts"]), dtype=bool)
     values[1::2] = True
     return np.repeat(values, rle["counts"]).reshape(h, w)
+
+
+def episode_record(result: EpisodeResult, initial_pose: Pose, target_centroid: Pose | None = None) -> dict:
+    """The line of ``episodes.jsonl`` (and the ``record`` of the graph's result): the result's fields (among
+    them L* = ``shortest_deg`` and P = ``path_deg`` in degrees, and ``looks``) plus what an independent scorer
+    needs: the start pose and, when the ground truth is known, the target centroid. Without ground truth (a
+    robot) ``target_centroid`` and the scored fields (``iou``, ``final_distance_deg``, ``shortest_deg``,
+    ``path_deg``, ``reward``, ``mask_rle``) are left out and ``success`` is null."""
+    record = result.as_dict()
+    record["initial_pose"] = initial_pose.as_dict()
+    if target_centroid is not None:
+        record["target_centroid"] = target_centroid.as_dict()
+    return record

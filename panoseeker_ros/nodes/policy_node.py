@@ -9,18 +9,22 @@ requests over topics; the episode itself (decisions, EgoSphere, alignment, scori
     Done    → result/mask, result/overlay, result/pose, then result and the final status
 
 Topics (relative to the namespace; QoS names from ``interface.py``)
-    subscribes instruction          std_msgs/String             instruction  plain text or {"id", "instruction"}
+    subscribes instruction          std_msgs/String             instruction  plain text (gets an id "plain-<start s>-<n>")
+                                                                             or {"id", "instruction"}; at most 512
+                                                                             characters, max_instructions_per_s
                camera/image         sensor_msgs/Image rgb8      image    ┐ matched by header stamp; a view answers
                camera/joint_states  sensor_msgs/JointState      command  ┘ a request only if stamped after it
                camera/status        std_msgs/String (JSON)      latched  error pauses the search, ready resumes it
                segmentation/mask    sensor_msgs/Image mono8     image    the answer to a target
-               segmentation/status  std_msgs/String (JSON)      status   active / inactive / failed targets
+               segmentation/status  std_msgs/String (JSON)      status   active / inactive / failed targets; its
+                                                                         liveliness: a segmentation node that
+                                                                         stopped fails the search waiting on it
     publishes  camera/move, camera/look (JointState), target (PolygonStamped), segmentation/track (Header),
                egosphere/canvas (Image),
                status, feedback, result (String JSON), result/mask, result/overlay, result/pose
 Services
-    cancel  std_srvs/Trigger  stop the current search (status cancelled, no result)
-    client: camera/reset
+    cancel  std_srvs/Trigger  stop the current search (status cancelled, no result) and the head (camera/stop)
+    clients: camera/reset, camera/stop
 Parameters (read-only unless marked live: ``ros2 param set`` applies those at once)
     autostart, backend (qwen | expert | scan | random), model, adapter, memory, device, decoding, seed
     dataset, split, episode_id: the simulated episode (expert and scan plan on its ground truth; with a dataset
@@ -29,6 +33,7 @@ Parameters (read-only unless marked live: ``ros2 param set`` applies those at on
     observation_timeout_s (live): wait for the view after a camera request (one re-capture, then fail) [s]
     segmentation_timeout_s (live): wait for the mask of a target [s]
     min_step_period_s (live): least time between two decisions; > 0 paces a simulated search for people [s]
+    max_instructions_per_s (read-only): instructions beyond this rate are rejected with a status
     alignment.* (live; the next search uses them), camera.*, episode.*, reward.* (read-only, shared)
 Threads: the episode advances only in the inference group (one MutuallyExclusiveCallbackGroup under a
 MultiThreadedExecutor); instructions, cancel, observations and the watchdog never wait for it.
@@ -44,6 +49,7 @@ from dataclasses import dataclass, field
 from geometry_msgs.msg import PolygonStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.duration import Duration
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
@@ -52,8 +58,9 @@ from std_srvs.srv import Trigger
 from ..core.config import ConfigError
 from ..core.dataset import DatasetError
 from ..core.episode import (Capture, Decide, Decision, Done, Episode, EpisodeResult, Frame, Look, Move, Segment,
-                            Track)
+                            Track, episode_record)
 from ..core.geometry import pose_to_pan_tilt
+from ..core.limits import RateLimit
 from ..core.visualize import overlay_mask
 from ..models.registry import POLICIES, make_policy, needs_truth
 from . import interface as api
@@ -88,7 +95,7 @@ class Search:
     stamps: dict = field(default_factory=dict)  # id(Frame) → header stamp [ns] and frame_id
 
     def tag(self) -> dict:
-        return {"id": self.id, "instruction": self.instruction, "episode": self.number}
+        return {"id": self.id, "instruction": api.echo(self.instruction), "episode": self.number}
 
 
 class PolicyNode(AutostartMixin, LifecycleNode):
@@ -120,6 +127,10 @@ class PolicyNode(AutostartMixin, LifecycleNode):
                                               lo=0.1, hi=3600.0, on_change=live("segmentation_timeout_s"))
         self.min_step_period_s = declare(self, "min_step_period_s", 0.0, "least time between decisions [s]",
                                          lo=0.0, hi=60.0, on_change=live("min_step_period_s"))
+        self.instruction_rate = RateLimit(declare(self, "max_instructions_per_s", 20.0, "instructions per second "
+                                                  "beyond which they are rejected", lo=0.1, hi=1000.0))
+        self.plain_ids = f"plain-{int(time.time())}"  # plain-text instructions get ids <this>-1, -2, ...
+        self.instructions = 0
         self.warn_once = WarnOnce(self)
 
         self.lock = threading.Lock()
@@ -131,6 +142,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.camera_sent_ns = 0  # the newest camera command this node sent ...
         self.newest_view_ns = 0  # ... and the newest view: the camera is idle once this is later
         self.segmenter_state = "unknown"
+        self.segmenter_lost = False  # its status publisher's liveliness lapsed (killed, stopped, machine gone)
 
         control = MutuallyExclusiveCallbackGroup()  # instructions and cancel, one at a time
         inference = MutuallyExclusiveCallbackGroup()  # the episode advances here only
@@ -155,9 +167,11 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.create_subscription(String, api.CAMERA_STATUS, self._on_camera_status, api.LATCHED_QOS, callback_group=io)
         self.create_subscription(Image, api.MASK, self._on_mask, api.IMAGE_QOS, callback_group=io)
         self.create_subscription(String, api.SEGMENTATION_STATUS, self._on_segmentation_status, api.STATUS_QOS,
-                                 callback_group=io)
+                                 callback_group=io, event_callbacks=SubscriptionEventCallbacks(
+                                     liveliness=self._on_segmenter_liveliness))
         self.create_service(Trigger, api.CANCEL, self._on_cancel, callback_group=control)
         self.cli_camera = self.create_client(Trigger, api.CAMERA_RESET, callback_group=ReentrantCallbackGroup())
+        self.cli_stop = self.create_client(Trigger, api.CAMERA_STOP, callback_group=ReentrantCallbackGroup())
         self.think = self.create_guard_condition(self._work, callback_group=inference)
         self.create_timer(0.05, self._watchdog, callback_group=io)
         self._status("inactive", f"backend {self.backend} not loaded yet")
@@ -206,8 +220,14 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         """Before the node goes (SIGINT, SIGTERM): end the search and say so, and wait until it is heard."""
         self.active = False
         self._end_current("cancelled", "policy_node is shutting down")
+        self._stop_camera()
         self._status("inactive", "policy_node is shutting down")
         self.pub_status.wait_for_all_acked(Duration(seconds=2.0))
+
+    def _stop_camera(self) -> None:
+        """Ask camera_node to stop the head (a look under way ends without a view); fire and forget."""
+        if self.cli_stop.service_is_ready():
+            self.cli_stop.call_async(Trigger.Request())
 
     def _load(self):
         who = self.get_name()
@@ -232,9 +252,10 @@ class PolicyNode(AutostartMixin, LifecycleNode):
                    **(search.tag() if search is not None else {"id": None, "instruction": None, "episode": None}),
                    **tag}
         self.pub_status.publish(String(data=api.dumps(payload)))
-        if log:
-            (self.get_logger().warning if state in ("failed", "rejected") else self.get_logger().info)(
-                f"{state}: {message}")
+        if log and state in ("failed", "rejected"):  # one call site per severity (rclpy requires it)
+            self.get_logger().warning(f"{state}: {message}")
+        elif log:
+            self.get_logger().info(f"{state}: {message}")
 
     def _end(self, search: Search, state: str, message: str) -> bool:
         """End ``search`` as ``state`` (once: a search has exactly one ending) and say so."""
@@ -255,8 +276,14 @@ class PolicyNode(AutostartMixin, LifecycleNode):
 
     def _on_instruction(self, msg: String) -> None:
         rid = None
+        self.instructions += 1
         try:
             rid, text = api.parse_instruction(msg.data)
+            if rid is None:
+                rid = f"{self.plain_ids}-{self.instructions}"
+            if not self.instruction_rate.allow(time.monotonic()):
+                raise ValueError(f"too many instructions: more than {self.instruction_rate.per_s:g} per second "
+                                 f"(parameter max_instructions_per_s); send it again later")
             if not self.active:
                 raise ValueError(f"policy_node is not active (backend {self.backend}); activate it "
                                  f"(autostart:=true or 'ros2 lifecycle set policy_node activate')")
@@ -265,8 +292,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
                               scene.spec.id if scene else "", scene.spec.category if scene else "")
             first = episode.start(text)
         except ValueError as exc:
-            rid = getattr(exc, "id", rid)
-            return self._status("rejected", str(exc), id=rid, instruction=msg.data, episode=None)
+            rid = getattr(exc, "id", None) or rid or f"{self.plain_ids}-{self.instructions}"
+            return self._status("rejected", str(exc), id=rid, instruction=api.echo(msg.data), episode=None)
         with self.lock:
             self.searches += 1
             search = Search(episode, rid, episode.instruction, self.searches)
@@ -282,7 +309,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         if search is None or not self._end(search, "cancelled", "cancelled by request"):
             response.success, response.message = False, "no search in progress"
         else:
-            response.success, response.message = True, f"cancelled the search for {search.instruction!r}"
+            self._stop_camera()
+            response.success, response.message = True, f"cancelled the search for {api.echo(search.instruction)!r}"
         return response
 
     # ------------------------------------------------------------------ requests out
@@ -337,6 +365,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             self._end(search, "failed", fail)
 
     def _send_target(self, search: Search, req: Segment | Track) -> None:
+        if self.segmenter_lost:
+            return self._end(search, "failed", self._segmenter_lost_text()) and None
         if self.segmenter_state == "inactive":
             return self._end(search, "failed", "segmentation_node is inactive; activate it (autostart:=true or "
                                                "'ros2 lifecycle set segmentation_node activate')") and None
@@ -412,6 +442,22 @@ class PolicyNode(AutostartMixin, LifecycleNode):
                     and payload.get("failed_stamp") == search.sent_ns)
         if mine:
             self._end(search, "failed", f"segmentation_node: {payload.get('message', 'segmentation failed')}")
+
+    def _on_segmenter_liveliness(self, info) -> None:
+        """The segmentation node's status publisher stopped asserting liveliness (its process hangs, was
+        stopped or killed; a busy node's middleware threads keep asserting it) or came back. A search in
+        progress fails at once: it could not end with a mask, and a hung reader of camera/image may stall
+        the views too."""
+        lost = info.alive_count == 0 and info.alive_count_change < 0
+        with self.lock:
+            self.segmenter_lost = lost or (self.segmenter_lost and info.alive_count == 0)
+            search = self.search
+        if lost and search is not None:
+            self._end(search, "failed", self._segmenter_lost_text())
+
+    def _segmenter_lost_text(self) -> str:
+        return (f"segmentation_node stopped answering (no liveliness on {api.SEGMENTATION_STATUS} for "
+                f"{api.LIVELINESS_LEASE_S:g} s): it hangs, was stopped or killed; restart it in {self.get_namespace()}")
 
     def _on_camera_status(self, msg: String) -> None:
         payload = api.loads(msg.data) or {}
@@ -506,7 +552,9 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             "steps": result.steps, "pan": pan, "tilt": tilt, "mask_pixels": int(result.mask.sum()),
             "iou": result.score.outcome.iou if result.score else None,
             "distance": math.radians(result.score.outcome.final_distance_deg) if result.score else None,
-            "message": message, "stamp": stamp, "record": result.as_dict()})))
+            "message": message, "stamp": stamp,
+            "record": episode_record(result, search.episode.initial_pose,
+                                     self.scene.spec.target_centroid if self.scene is not None else None)})))
         self._status(state, f"result: {message}", search)
 
     # ------------------------------------------------------------------ timeouts (io group)
