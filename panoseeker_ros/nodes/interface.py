@@ -103,8 +103,8 @@ TOPICS = (
           "the EgoSphere canvas each decision saw (grid, path, crosshair), rgb8 episode.canvas_width × "
           "canvas_height; header of the view it integrated"),
     Topic(INSTRUCTION, "std_msgs/msg/String", "instruction", "operator", "policy_node",
-          'a referring expression, plain text or JSON {"id": ..., "instruction": ...}; starts a search, '
-          "pre-empting the current one"),
+          'a referring expression, plain text or JSON {"id": ..., "instruction": ...}, at most 512 characters; '
+          'starts a search, pre-empting the current one; plain text gets the id "plain-<start s>-<n>"'),
     Topic(STATUS, "std_msgs/msg/String", "status", "policy_node", "operator",
           "JSON {state, message, id, instruction, episode}; state: inactive, ready, accepted, rejected, "
           "preempted, cancelled, paused, resumed, segmenting, done or failed; every instruction gets "
@@ -131,7 +131,8 @@ TOPICS = (
     Topic(RESULT, "std_msgs/msg/String", "latched", "policy_node", "operator",
           "JSON {id, instruction, episode, success, found, aligned, looks, steps, pan, tilt, mask_pixels, iou, "
           "distance, message, stamp, record}; iou and distance (rad) only when the scene's ground truth is "
-          "known; record is the episode's panoseeker eval line"),
+          "known; record is the episode's panoseeker eval line (initial_pose; target_centroid and the scores only "
+          "with ground truth)"),
 )
 TOPIC_BY_NAME = {t.name: t for t in TOPICS}
 
