@@ -107,3 +107,15 @@ def test_calibrate_says_when_an_axis_turns_the_other_way(tmp_path, bedroom_erp, 
         assert "tilt: the image turned" not in out
     finally:
         rig.close()
+
+
+def test_a_look_that_does_not_settle_stops_the_head_and_exits_non_zero(tmp_path, rig, capsys):
+    params, profile = _params(tmp_path, rig)
+    doc = yaml.safe_load(profile.read_text())
+    profile.write_text(yaml.safe_dump({**doc, "settle_timeout_s": 0.2}))  # 90° takes ~0.8 s on the fake
+    assert main(["ptz", "--params", str(params), "look", "90", "0"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "did not settle" in err and "no view" in err
+    assert "reached" not in captured.out
+    assert not rig.camera.moving() and rig.camera.pose_deg()[0] < 70.0  # stopped, not left turning

@@ -16,6 +16,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from panoseeker_ros.core.dataset import load_dataset  # noqa: E402
 from panoseeker_ros.core.geometry import pan_tilt_to_pose, pose_distance  # noqa: E402
+from panoseeker_ros.drivers import visca  # noqa: E402
 from panoseeker_ros.drivers.fakes import FakePtzRig  # noqa: E402
 from panoseeker_ros.nodes import interface as api  # noqa: E402
 from panoseeker_ros.nodes.launcher import Graph  # noqa: E402
@@ -42,10 +43,11 @@ def _profile(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def ptz_graph(driver: str, erp, tmp_path: Path, policy: dict | None = None):
-    """The graph on the bedroom sample with camera_node on the fake ``driver`` camera; yields (graph, client,
-    rig, log, dead) once camera/status says ready. ``dead()`` names node processes that exited."""
-    rig = FakePtzRig.start(erp, FOV, SIZE, fps=10.0, driver=driver, **FAKES[driver])
+def ptz_graph(driver: str, erp, tmp_path: Path, policy: dict | None = None, fake: dict | None = None):
+    """The graph on the bedroom sample with camera_node on the fake ``driver`` camera (``fake``: its settings
+    instead of FAKES'); yields (graph, client, rig, log, dead) once camera/status says ready. ``dead()`` names
+    node processes that exited."""
+    rig = FakePtzRig.start(erp, FOV, SIZE, fps=10.0, driver=driver, **(fake or FAKES[driver]))
     domain = _free_domain()
     log = tmp_path / "nodes.log"
     camera = {**rig.params("udp"), "profile": str(_profile(tmp_path / "head.yaml")), "timeout_s": 1.0,
@@ -130,3 +132,16 @@ def test_a_camera_that_goes_silent_mid_search_pauses_it_and_the_search_resumes(b
         assert "paused" in states and "resumed" in states[states.index("paused"):], states
         assert _log_count(log, r"camera_node\]: camera fault:") == 1
         assert _log_count(log, r"camera_node\]: visca camera answers again") == 1
+
+
+def test_cancel_stops_the_head_mid_move(bedroom_erp, tmp_path):
+    slow = {**FAKES["visca"], "full_speed_deg_s": (45.0, 30.0)}  # the first move, 180°, takes 4 s
+    with ptz_graph("visca", bedroom_erp, tmp_path, fake=slow) as (g, client, rig, log, dead):
+        t0 = client.now_ns()
+        client.send(INSTRUCTION, "to-stop")
+        client.spin_until(lambda: [fb for _, fb in client.feedback_since(t0) if fb["id"] == "to-stop"]
+                          and rig.camera.moving(), 30, "the head moving for the search")
+        assert client.call(f"{NS}/{api.CANCEL}").success
+        client.spin_until(lambda: not rig.camera.moving(), 1.5, "the head to stop after cancel")
+        assert visca.stop(1) in rig.camera.commands  # told to stop, not left to finish its 4 s move
+        client.spin_until(lambda: "cancelled" in client.statuses_of("to-stop"), 5, "the cancelled status")
