@@ -7,16 +7,19 @@ Every node reads the one params file (shared ``/**`` section + its own section).
 segmentation nodes are lifecycle nodes that configure and activate themselves (parameter
 ``autostart``), so no lifecycle manager is needed; with ``autostart: false`` drive them with
 ``ros2 lifecycle set``. Without ros2 launch (pip install) the same graph is ``panoseeker launch``.
+Like it, the nodes discover peers on this machine only unless the environment chooses
+(``ROS_AUTOMATIC_DISCOVERY_RANGE``, ``ROS_STATIC_PEERS``; README "Securing the graph").
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from panoseeker_ros.nodes import NODES
+from panoseeker_ros.nodes.launcher import default_discovery
 
 
 def generate_launch_description():
@@ -24,7 +27,10 @@ def generate_launch_description():
     params_file = LaunchConfiguration("params_file")
     namespace = LaunchConfiguration("namespace")
     log_level = LaunchConfiguration("log_level")
+    env = dict(os.environ)
+    default_discovery(env)
     return LaunchDescription([
+        *[SetEnvironmentVariable(k, v) for k, v in env.items() if os.environ.get(k) != v],
         DeclareLaunchArgument("params_file", default_value=default_params,
                               description="ROS params YAML for all nodes (config/seek.yaml form)"),
         DeclareLaunchArgument("namespace", default_value="panoseeker",

@@ -44,3 +44,47 @@ def test_bounded_sets_forget_the_oldest_key():
     seen = BoundedSet(limit=3)
     assert all(seen.add(k) for k in "abcd") and len(seen) == 3
     assert "a" not in seen and not seen.add("d")
+
+
+def test_the_graph_discovers_this_machine_only_unless_the_environment_chooses():
+    from panoseeker_ros.nodes.launcher import default_discovery
+
+    env: dict = {}
+    default_discovery(env)
+    assert env == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    for chosen in ({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}, {"ROS_STATIC_PEERS": "192.168.1.7"}):
+        env = dict(chosen)
+        default_discovery(env)
+        assert env == chosen
+
+
+def test_the_cli_sets_localhost_discovery_for_the_graph_it_starts(monkeypatch):
+    import os
+
+    from panoseeker_ros.nodes import commands
+
+    for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY"):
+        monkeypatch.delenv(name, raising=False)
+    assert commands.main(["launch", "--dataset", "/no/such/dataset.json"]) == 2  # fails before any node starts
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+
+
+def test_models_on_the_graph_are_local_directories_or_hub_ids_pinned_to_a_commit(tmp_path, monkeypatch):
+    from panoseeker_ros.core.config import ConfigError
+    from panoseeker_ros.nodes.runtime import resolve_model_param
+
+    assert resolve_model_param("policy_node", "model", str(tmp_path), "a dir", required=True) == str(tmp_path)
+    assert resolve_model_param("policy_node", "adapter", "", "a dir") is None
+    with pytest.raises(ConfigError, match="'model' is empty; .* org/name@<commit>"):
+        resolve_model_param("policy_node", "model", "", "a dir", required=True)
+    with pytest.raises(ConfigError, match="without a pinned revision"):
+        resolve_model_param("policy_node", "model", "Qwen/Qwen3-VL-8B-Instruct", "a dir")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ConfigError, match=f"not in the local hub cache; download it once .*--revision {commit}"):
+        resolve_model_param("policy_node", "model", f"org/tiny@{commit}", "a dir")
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    assert resolve_model_param("policy_node", "model", f"org/tiny@{commit}", "a dir") == str(snapshot)

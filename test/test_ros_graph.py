@@ -557,6 +557,31 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
     assert all((data / r["view"]).is_file() and (data / r["canvas"]).is_file() for r in records)
 
 
+def test_a_recording_stops_at_its_size_cap(graph, tmp_path):
+    g, c, _ = graph
+    bag = tmp_path / "capped"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(c.context.get_domain_id()))
+    rec = subprocess.Popen([sys.executable, "-m", "panoseeker_ros.nodes.commands", "record", "--out", str(bag),
+                            "--namespace", NS, "--max-size", "3"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(rec.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        c.spin_until(lambda: any("every topic has a publisher" in line for line in lines), 20, "the recorder")
+        c.op.seek("the green face", timeout=60)  # views of 2.4 MB each: the cap comes within the search
+        c.spin_until(lambda: rec.poll() is not None, 20, "the recorder to stop by itself")
+        reader.join(timeout=10)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+            rec.wait()
+    out = "".join(lines)
+    assert rec.returncode == 0 and "reached the size cap of 3 MB" in out, out
+    assert sum(f.stat().st_size for f in bag.rglob("*") if f.is_file()) < 4e6
+    _alive(g)
+
+
 def test_missing_model_directory_fails_activation_with_one_line(tmp_path):
     domain = _free_domain()
     log = tmp_path / "policy.log"

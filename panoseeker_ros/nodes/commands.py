@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from ..core.dataset import load_dataset
 from ..paths import default_params, sample_dataset
 from ..models.registry import POLICIES, SEGMENTERS
 from . import interface as api
+from .launcher import default_discovery
+from .recorder import DEFAULT_MAX_BYTES
 
 
 def _graph_choices(args, params: Path) -> tuple[dict, dict[str, dict], Path | None]:
@@ -103,7 +106,7 @@ def cmd_record(args) -> int:
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         counts = record(args.out, args.topics, args.duration, args.namespace, args.storage,
-                        on_line=lambda line: print(line, flush=True))
+                        on_line=lambda line: print(line, flush=True), max_bytes=int(args.max_size * 1e6))
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0 if counts else 1
@@ -160,6 +163,8 @@ def register(subparsers) -> None:
     p.add_argument("--duration", type=float, help="seconds to record (default: until Ctrl-C)")
     p.add_argument("--namespace", default=api.DEFAULT_NAMESPACE, help="namespace of the graph (default %(default)s)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default %(default)s)")
+    p.add_argument("--max-size", type=float, default=DEFAULT_MAX_BYTES / 1e6, metavar="MB",
+                   help="stop once this many MB of messages are written (default %(default)g)")
     p.set_defaults(func=cmd_record)
 
 
@@ -174,6 +179,7 @@ def main(argv=None) -> int:
     from ..core.dataset import DatasetError
 
     args = build_parser().parse_args(argv)
+    default_discovery(os.environ)  # this machine only, unless the environment says otherwise
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DatasetError, ValueError) as exc:

@@ -217,6 +217,17 @@ def run_graph(graph: Graph, body=None, on_line=print, respawn: bool = False) -> 
     return code
 
 
+DISCOVERY_VARIABLES = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY")
+
+
+def default_discovery(env) -> None:
+    """Discovery on this machine only (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) unless ``env`` already
+    chooses (any of :data:`DISCOVERY_VARIABLES` set): the graph drives a camera, and by default nobody else
+    on the network should find it. README "Securing the graph" says how to admit operator machines."""
+    if not any(env.get(name) for name in DISCOVERY_VARIABLES):
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+
 def environment_for(domain_id: int | None = None) -> dict:
     env = dict(os.environ)
     if domain_id is not None:

@@ -107,7 +107,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.dataset, self.episode_id, self.split = declare_sim_episode(self)
         declare(self, "autostart", True, "configure and activate at start-up")
         self.backend = declare(self, "backend", "expert", "policy backend", choices=POLICIES)
-        self.model = declare(self, "model", "", "qwen: model directory (or hub id); empty: the default")
+        self.model = declare(self, "model", "", "qwen: model directory, or hub id pinned as org/name@<commit>")
         self.adapter = declare(self, "adapter", "", "qwen: LoRA adapter directory, or SFT_DIR,RL_DIR applied in "
                                                     "order; empty: none")
         self.memory = declare(self, "memory", "", "qwen: memory kind (e.g. egosphere); empty: the default")
@@ -239,7 +239,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             return scene, make_policy(self.backend, self.config, scene.truth)
         if self.backend == "random":
             return scene, make_policy("random", self.config, seed=self.seed)
-        opts = {"model": resolve_model_param(who, "model", self.model, "a local Qwen3-VL model directory"),
+        opts = {"model": resolve_model_param(who, "model", self.model, "a local Qwen3-VL model directory",
+                                             required=True),
                 "adapter": ",".join(resolve_model_param(who, "adapter", part, "a LoRA adapter directory")
                                     for part in self.adapter.split(",") if part.strip()) or None,
                 "memory": self.memory or None, "device": self.device or None, "decoding": self.decoding or None}

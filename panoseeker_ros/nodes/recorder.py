@@ -22,6 +22,9 @@ from rclpy.signals import SignalHandlerOptions
 from . import interface as api
 
 
+DEFAULT_MAX_BYTES = 4_000_000_000  # 4 GB of messages: about 1,700 full views, a long session of searches
+
+
 class RecordError(ValueError):
     """A recording request a user must fix; one line."""
 
@@ -39,9 +42,12 @@ def _fully_qualified(namespace: str, topic: str) -> str:
 
 
 class BagRecorder:
-    """Subscribes to ``topics`` (relative names of :data:`interface.TOPICS`) and writes them to ``out``."""
+    """Subscribes to ``topics`` (relative names of :data:`interface.TOPICS`) and writes them to ``out``, at
+    most ``max_bytes`` of message data (then ``full`` is set and further messages are dropped: anyone on the
+    graph can publish, so a bag must not fill the disk)."""
 
-    def __init__(self, node: Node, out: Path, topics, storage: str = "mcap", on_line=print):
+    def __init__(self, node: Node, out: Path, topics, storage: str = "mcap", on_line=print,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
@@ -60,6 +66,7 @@ class BagRecorder:
         self.writer = Writer(out, version=Writer.VERSION_LATEST, storage_plugin=plugins[storage])
         self.writer.open()
         self.path = out
+        self.max_bytes, self.bytes, self.full = int(max_bytes), 0, False
         self.counts: dict[str, int] = {}
         self.subscriptions = []
         for topic in topics:
@@ -73,6 +80,14 @@ class BagRecorder:
 
     def _writer_for(self, conn, name: str) -> Callable[[bytes], None]:
         def write(data: bytes) -> None:
+            if self.full:
+                return
+            if self.bytes + len(data) > self.max_bytes:
+                self.full = True
+                self.on_line(f"{self.path} reached the size cap of {self.max_bytes / 1e6:g} MB; recording stops "
+                             f"(raise it with --max-size)")
+                return
+            self.bytes += len(data)
             self.writer.write(conn, self.node.get_clock().now().nanoseconds, data)
             self.counts[name] += 1
             if self.counts[name] == 1:
@@ -84,14 +99,15 @@ class BagRecorder:
 
 
 def record(out, topics=None, duration: float | None = None, namespace: str = api.DEFAULT_NAMESPACE,
-           storage: str = "mcap", on_line=print) -> dict[str, int]:
-    """Record until ``duration`` seconds pass (None: until Ctrl-C); returns message counts per topic."""
+           storage: str = "mcap", on_line=print, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, int]:
+    """Record until ``duration`` seconds pass (None: until Ctrl-C) or ``max_bytes`` of messages are written;
+    returns message counts per topic."""
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = recorder = None
     try:
         node = Node(f"recorder_{os.getpid()}", namespace=namespace, context=context)
-        recorder = BagRecorder(node, Path(out), list(topics or api.TRAINING_TOPICS), storage, on_line)
+        recorder = BagRecorder(node, Path(out), list(topics or api.TRAINING_TOPICS), storage, on_line, max_bytes)
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         executor.add_node(node)
         on_line(f"recording {len(recorder.counts)} topics of {namespace} into {recorder.path} "
@@ -99,7 +115,7 @@ def record(out, topics=None, duration: float | None = None, namespace: str = api
         end = None if duration is None else time.monotonic() + duration
         matched = False
         try:
-            while end is None or time.monotonic() < end:
+            while (end is None or time.monotonic() < end) and not recorder.full:
                 executor.spin_once(timeout_sec=0.1)
                 if not matched and all(sub.get_publisher_count() > 0 for sub in recorder.subscriptions):
                     matched = True  # from here on nothing published on these topics passes the bag by

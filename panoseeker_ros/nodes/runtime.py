@@ -129,22 +129,37 @@ def run_node(make_node: Callable[[], Node], args=None, threads: int = 1, name: s
     return code
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(@(?P<revision>[0-9a-f]{40}))?$")
 
 
-def resolve_model_param(who: str, param: str, value: str, what: str) -> str | None:
-    """A model parameter's value checked before anything loads: None when empty (the backend's default),
-    the path when it exists, a hub id (``org/name``) as is; anything else fails with one line."""
+def resolve_model_param(who: str, param: str, value: str, what: str, required: bool = False) -> str | None:
+    """A model parameter's value checked before anything loads, as a local directory: the path when it exists,
+    or a hub id pinned to a commit (``org/name@<40-hex commit>``) resolved in the local hub cache, never
+    fetched (a robot loads exactly the weights that were checked, and no one can swap them on the hub). An
+    unpinned hub id, a missing path, or (``required``) an empty value fails with one line; empty otherwise
+    gives None (none)."""
     value = (value or "").strip()
+    fix = f"set it to {what} or to a hub id pinned to a commit, org/name@<commit> (-p {who}:{param}:=...)"
     if not value:
+        if required:
+            raise ConfigError(f"{who}: parameter '{param}' is empty; {fix}")
         return None
     path = Path(value).expanduser()
     if path.exists():
         return str(path)
-    if _HUB_ID.match(value) and not value.startswith((".", "/", "~")):
-        return value
-    raise ConfigError(f"{who}: parameter '{param}' = {value}: no such directory; set it to {what} "
-                      f"(-p {who}:{param}:=/path/to/model)")
+    hub = _HUB_ID.match(value)
+    if hub is None or value.startswith((".", "/", "~")):
+        raise ConfigError(f"{who}: parameter '{param}' = {value}: no such directory; {fix}")
+    if hub["revision"] is None:
+        raise ConfigError(f"{who}: parameter '{param}' = {value} is a hub id without a pinned revision; {fix}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(hub["repo"], revision=hub["revision"], local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise ConfigError(f"{who}: parameter '{param}' = {value} is not in the local hub cache; download it once "
+                          f"('hf download {hub['repo']} --revision {hub['revision']}') or give its directory") from None
 
 
 def free_accelerator_memory() -> None:

@@ -54,7 +54,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         self.dataset, self.episode_id, self.split = declare_sim_episode(self)
         declare(self, "autostart", True, "configure and activate at start-up")
         self.backend = declare(self, "backend", "oracle", "segmenter backend", choices=SEGMENTERS)
-        self.model = declare(self, "model", "", "sam3: model directory (or hub id); empty: the default")
+        self.model = declare(self, "model", "", "sam3: model directory, or hub id pinned as org/name@<commit>")
         self.device = declare(self, "device", "", "sam3: torch device; empty: automatic")
         self.point_prompts = declare(self, "point_prompts", False, "sam3: entropy-ranked point prompts")
         self.view_timeout_s = declare(self, "view_timeout_s", 5.0, "wait for the view a target is on [s]",
@@ -135,7 +135,8 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
                                   f"parameter 'dataset' (a dataset.json) or use backend sam3")
             return make_segmenter(self.backend, self.config, load_sim_env(self.dataset, self.episode_id,
                                                                           self.config, who, self.split).truth)
-        opts = {"model": resolve_model_param(who, "model", self.model, "a local SAM-3 model directory"),
+        opts = {"model": resolve_model_param(who, "model", self.model, "a local SAM-3 model directory",
+                                             required=True),
                 "device": self.device or None, "point_prompts": self.point_prompts}
         return make_segmenter(self.backend, self.config, **{k: v for k, v in opts.items() if v is not None})
 
