@@ -16,6 +16,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
         ("share/" + package_name + "/config/ptz", glob("config/ptz/*.yaml")),
+        ("share/" + package_name + "/config/security", glob("config/security/*.xml")),
         ("share/" + package_name + "/config/accelerate", glob("config/accelerate/*.yaml")),
         ("share/" + package_name + "/config/foxglove", glob("config/foxglove/*.json")),
         ("share/" + package_name + "/sim/bedroom", glob("sim/bedroom/*")),

@@ -19,7 +19,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from panoseeker_ros.nodes import NODES
-from panoseeker_ros.nodes.launcher import default_discovery
+from panoseeker_ros.nodes.launcher import ENCLAVES, default_discovery
 
 
 def generate_launch_description():
@@ -39,6 +39,7 @@ def generate_launch_description():
         DeclareLaunchArgument("respawn", default_value="false", description="restart a node that exits"),
         *[Node(package="panoseeker_ros", executable=name, name=name, namespace=namespace,
                parameters=[params_file], arguments=["--ros-args", "--log-level", log_level],
+               ros_arguments=["--enclave", f"{ENCLAVES}/{name}"],  # SROS2, when ROS_SECURITY_ENABLE=true
                respawn=LaunchConfiguration("respawn"), output="screen", emulate_tty=True)
           for name in NODES],
     ])

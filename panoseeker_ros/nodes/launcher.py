@@ -55,8 +55,12 @@ def write_overrides(directory: Path, shared: dict, per_node: dict[str, dict]) ->
     return path
 
 
+ENCLAVES = "/panoseeker"  # SROS2: node X runs in enclave /panoseeker/X (config/security/panoseeker_policy.xml)
+
+
 def node_command(node: str, params: list[Path], namespace: str, log_level: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", f"panoseeker_ros.nodes.{node}", "--ros-args", "-r", f"__ns:={namespace}"]
+    cmd = [sys.executable, "-m", f"panoseeker_ros.nodes.{node}", "--ros-args", "-r", f"__ns:={namespace}",
+           "--enclave", f"{ENCLAVES}/{node}"]  # used only when ROS_SECURITY_ENABLE=true
     for p in params:
         cmd += ["--params-file", str(p)]
     if log_level:
