@@ -119,11 +119,18 @@ class FakeViscaCamera:
     # ------------------------------------------------ servers
     def serve_udp(self, port: int = 0) -> int:
         """Listen for VISCA over IP on 127.0.0.1; returns the port."""
+        return self._serve_datagrams(port, self._udp_loop)
+
+    def serve_udp_raw(self, port: int = 0) -> int:
+        """Listen for raw VISCA (no VISCA over IP header) in UDP datagrams on 127.0.0.1; returns the port."""
+        return self._serve_datagrams(port, self._udp_raw_loop)
+
+    def _serve_datagrams(self, port: int, loop) -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", port))
         sock.settimeout(0.1)
         self._sockets.append(sock)
-        self._spawn(self._udp_loop, sock)
+        self._spawn(loop, sock)
         return sock.getsockname()[1]
 
     def serve_tcp(self, port: int = 0) -> int:
@@ -155,15 +162,6 @@ class FakeViscaCamera:
         t.start()
         self._threads.append(t)
 
-    def serve_udp_raw(self, port: int = 0) -> int:
-        """Listen for raw VISCA (no VISCA over IP header) in UDP datagrams on 127.0.0.1; returns the port."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", port))
-        sock.settimeout(0.1)
-        self._sockets.append(sock)
-        self._spawn(self._udp_raw_loop, sock)
-        return sock.getsockname()[1]
-
     def _lose(self) -> bool:
         """Whether the next datagram is lost (Faults.loss)."""
         with self._lock:
@@ -171,13 +169,9 @@ class FakeViscaCamera:
             self.lost += lost
         return lost
 
-    def _datagram_sender(self, sock: socket.socket, peer):
-        def sendto(data: bytes) -> None:
-            if not self._lose():
-                sock.sendto(data, peer)
-        return sendto
-
-    def _udp_raw_loop(self, sock: socket.socket) -> None:
+    def _datagrams(self, sock: socket.socket):
+        """(datagram, peer, sendto) of every datagram that arrives and is not lost; ``sendto`` answers that peer
+        (its datagrams may be lost too)."""
         while not self._stop.is_set():
             try:
                 data, peer = sock.recvfrom(2048)
@@ -187,25 +181,23 @@ class FakeViscaCamera:
                 return
             if self._lose():
                 continue
-            sendto = self._datagram_sender(sock, peer)
+
+            def sendto(reply: bytes, peer=peer) -> None:
+                if not self._lose():
+                    sock.sendto(reply, peer)
+            yield data, peer, sendto
+
+    def _udp_raw_loop(self, sock: socket.socket) -> None:
+        for data, _, sendto in self._datagrams(sock):
             for message in v.split_messages(bytearray(data)):
                 self._handle(message, sendto, raw=sendto)
 
     def _udp_loop(self, sock: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = sock.recvfrom(2048)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if self._lose():
-                continue
+        for data, peer, sendto in self._datagrams(sock):
             try:
                 ptype, seq, payload = v.ip_unpack(data)
             except v.ViscaFormatError:
                 continue
-            sendto = self._datagram_sender(sock, peer)
             immediate: list[bytes] = []
 
             def send(message: bytes, reply_type=v.IP_REPLY, seq=seq, immediate=immediate, sendto=sendto) -> None:
