@@ -557,6 +557,58 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
     assert all((data / r["view"]).is_file() and (data / r["canvas"]).is_file() for r in records)
 
 
+BUSY_SEGMENTER = """
+import sys, time
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PolygonStamped
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from panoseeker_ros.nodes import interface as api
+from panoseeker_ros.nodes.conversions import mask_to_image
+rclpy.init()
+node = rclpy.create_node("segmentation_node", namespace=sys.argv[1])
+status = node.create_publisher(String, api.SEGMENTATION_STATUS, api.STATUS_QOS)
+masks = node.create_publisher(Image, api.MASK, api.IMAGE_QOS)
+def on_target(msg):
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:  # busy in Python (the GIL held): a long forward pass, not a hang
+        pass
+    masks.publish(mask_to_image(np.ones((768, 1024), bool), msg.header))
+node.create_subscription(PolygonStamped, api.TARGET, on_target, api.COMMAND_QOS)
+status.publish(String(data=api.dumps({"state": "active", "backend": "busy", "message": "busy stand-in"})))
+rclpy.spin(node)
+"""
+
+
+def test_a_busy_segmentation_node_is_waited_for(green_dataset, tmp_path):
+    busy_s = 2.0 * api.LIVELINESS_LEASE_S  # longer than the lease: only a hang may trip it
+    domain = _free_domain()
+    ns = f"{NS}_busy"
+    log = tmp_path / "nodes.log"
+    with open(log, "w") as out:
+        g = Graph(PARAMS, ns, shared={"dataset": str(green_dataset), "episode_id": EPISODE}, env=_env(domain),
+                  stdout=out, stderr=subprocess.STDOUT, nodes=("camera_node", "policy_node"))
+        seg = client = None
+        try:
+            g.start()
+            seg = subprocess.Popen([sys.executable, "-c", BUSY_SEGMENTER, ns, str(busy_s)], env=_env(domain),
+                                   stdout=out, stderr=subprocess.STDOUT)
+            client = _StatusWatch(domain, ns)
+            assert client.op.wait_ready(60) is None
+            start = time.monotonic()
+            outcome = client.op.seek("the green face", timeout=60, request_id="busy")
+            assert outcome.result is not None, f"{outcome.state}: {outcome.message}\n{log.read_text()}"
+            assert "stopped answering" not in outcome.message
+            assert time.monotonic() - start >= busy_s  # it really waited on the busy node
+        finally:
+            if client is not None:
+                client.close()
+            if seg is not None:
+                _stop(seg, signal.SIGINT, 5)
+            g.stop()
+
+
 def test_a_recording_stops_at_its_size_cap(graph, tmp_path):
     g, c, _ = graph
     bag = tmp_path / "capped"
