@@ -140,7 +140,7 @@ def test_cancel_stops_the_head_mid_move(bedroom_erp, tmp_path):
         t0 = client.now_ns()
         client.send(INSTRUCTION, "to-stop")
         client.spin_until(lambda: [fb for _, fb in client.feedback_since(t0) if fb["id"] == "to-stop"]
-                          and rig.camera.moving(), 30, "the head moving for the search")
+                          and rig.camera.moving(), 30, f"the head moving for the search\n{log.read_text()}")
         assert client.call(f"{NS}/{api.CANCEL}").success
         client.spin_until(lambda: not rig.camera.moving(), 1.5, "the head to stop after cancel")
         assert visca.stop(1) in rig.camera.commands  # told to stop, not left to finish its 4 s move
