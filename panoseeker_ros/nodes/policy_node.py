@@ -35,8 +35,10 @@ Parameters (read-only unless marked live: ``ros2 param set`` applies those at on
     min_step_period_s (live): least time between two decisions; > 0 paces a simulated search for people [s]
     max_instructions_per_s (read-only): instructions beyond this rate are rejected with a status
     alignment.* (live; the next search uses them), camera.*, episode.*, reward.* (read-only, shared)
-Threads: the episode advances only in the inference group (one MutuallyExclusiveCallbackGroup under a
-MultiThreadedExecutor); instructions, cancel, observations and the watchdog never wait for it.
+Threads: decisions (the policy's forward pass) run only in the inference group (one
+MutuallyExclusiveCallbackGroup under a MultiThreadedExecutor); a view is integrated into the episode in the
+io group where it arrives (the episode waits for it, so no other thread touches it then; no executor hop per
+step); instructions, cancel, observations and the watchdog never wait for a forward pass.
 """
 from __future__ import annotations
 
@@ -415,8 +417,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             if self.search is not search or search.request is not req:
                 return
             search.stamps[id(frame)] = (stamp, image.header.frame_id)
-            search.answer = frame
-        self.think.trigger()
+        self._observe(search, frame)  # here, at once: a hop to another executor thread would add to every step
 
     def _on_mask(self, msg: Image) -> None:
         stamp = stamp_ns(msg.header.stamp)
@@ -482,19 +483,28 @@ class PolicyNode(AutostartMixin, LifecycleNode):
 
     # ------------------------------------------------------------------ the episode (inference group)
 
+    def _observe(self, search: Search, answer) -> None:
+        """Give the episode the answer to its request (a Frame or a mask) and send what it asks next; a decision
+        goes to the inference group. Runs in the thread the answer arrived in: the episode waits for this answer,
+        so nothing else touches it meanwhile."""
+        try:
+            req = search.episode.observe(answer)
+        except Exception as exc:  # noqa: BLE001 - an episode error ends this search, not the node
+            return self._end(search, "failed", f"the search failed at step {search.episode.steps + 1}: "
+                                               f"{type(exc).__name__}: {exc}") and None
+        if isinstance(req, Decide):  # request → view integrated and canvas drawn: the graph's step time
+            search.observe_s = time.monotonic() - search.sent_s
+        self._execute(search, req)
+
     def _work(self) -> None:
         with self.lock:
             search = self.search
             if search is None or search.ended:
                 return
             req, answer, search.answer = search.request, search.answer, None
+        if not isinstance(req, Decide):
+            return self._observe(search, answer) if answer is not None else None  # a mask
         try:
-            if not isinstance(req, Decide):
-                if answer is None:
-                    return
-                req = search.episode.observe(answer)
-                if isinstance(req, Decide):  # request → view integrated and canvas drawn: the graph's step time
-                    search.observe_s = time.monotonic() - search.sent_s
             while isinstance(req, Decide):
                 decision = self._decide(search, req.observation)
                 if decision is None:
