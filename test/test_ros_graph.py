@@ -219,10 +219,13 @@ def test_bad_inputs_are_dropped_logged_once_and_survived(graph):
     mono = rgb_to_image(np.zeros((768, 1024, 3), np.uint8), header(c.node.get_clock().now().to_msg(), "camera"))
     mono.encoding, mono.step, mono.data = "mono8", 1024, mono.data[:1024 * 768]
     small = rgb_to_image(np.zeros((480, 640, 3), np.uint8), header(c.node.get_clock().now().to_msg(), "camera"))
-    c.spin_until(lambda: c.pub_image.get_subscription_count() >= 2, 10, "image subscribers")
+    target_view = c.node.create_publisher(Image, api.SEGMENTATION_VIEW, api.IMAGE_QOS)
+    c.spin_until(lambda: c.pub_image.get_subscription_count() >= 1, 10, "the policy's image subscriber")
+    c.spin_until(lambda: target_view.get_subscription_count() >= 1, 10, "the segmenter's view subscriber")
     c.spin_until(lambda: c.pub_move.get_subscription_count() >= 1, 10, "the camera's move subscription")
     for bad in (mono, mono, small, small):  # one at a time: an image subscriber keeps only the newest
         c.pub_image.publish(bad)
+        target_view.publish(bad)
         c.pub_move.publish(JointState(name=["pan"], position=[float("nan")]))
         c.op.spin_for(0.3)
     # each of the two image subscribers says it once per kind of problem
@@ -233,9 +236,11 @@ def test_bad_inputs_are_dropped_logged_once_and_survived(graph):
     assert _log_count(log, r"image encoding 'mono8' is not supported") == 2
     assert _log_count(log, r"image is 640x480") == 2
     assert _log_count(log, r"sets pan to nan") == 1
-    for node in ("policy_node", "segmentation_node"):
-        assert re.search(rf"\[{NS.strip('/')}\.{node}\]: dropped an image on camera/image: image encoding 'mono8'",
+    for node, topic in (("policy_node", api.IMAGE), ("segmentation_node", api.SEGMENTATION_VIEW)):
+        assert re.search(rf"\[{NS.strip('/')}\.{node}\]: dropped an image on {topic}: image encoding 'mono8'",
                          log.read_text()), node
+    assert c.pub_image.get_subscription_count() == 1  # the segmentation node never reads the camera's stream
+    c.node.destroy_publisher(target_view)
     _alive(g)
 
 

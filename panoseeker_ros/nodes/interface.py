@@ -78,17 +78,19 @@ TARGET = "target"
 TRACK = "segmentation/track"
 MASK = "segmentation/mask"
 SEGMENTATION_STATUS = "segmentation/status"
+SEGMENTATION_VIEW = "segmentation/view"
+SEGMENTATION_POSE = "segmentation/view_pose"
 RESULT = "result"
 RESULT_MASK = "result/mask"
 RESULT_OVERLAY = "result/overlay"
 RESULT_POSE = "result/pose"
 
 TOPICS = (
-    Topic(IMAGE, "sensor_msgs/msg/Image", "image", "camera_node", "policy_node, segmentation_node",
+    Topic(IMAGE, "sensor_msgs/msg/Image", "image", "camera_node", "policy_node",
           "the current view, rgb8, camera.width × camera.height"),
     Topic(CAMERA_INFO, "sensor_msgs/msg/CameraInfo", "image", "camera_node", "—",
           "pinhole intrinsics of the view (from camera.fov_deg and size), same stamp as the view"),
-    Topic(POSE, "sensor_msgs/msg/JointState", "command", "camera_node", "policy_node, segmentation_node",
+    Topic(POSE, "sensor_msgs/msg/JointState", "command", "camera_node", "policy_node",
           "joints pan, tilt (rad, REP-103: pan > 0 turns left, tilt > 0 looks down) where the view was taken; "
           "same stamp as the view"),
     Topic(CAMERA_STATUS, "std_msgs/msg/String", "latched", "camera_node", "policy_node",
@@ -117,6 +119,11 @@ TOPICS = (
     Topic(TRACK, "std_msgs/msg/Header", "command", "policy_node", "segmentation_node",
           "alignment.mode track: follow the object of the last target into the view with this header (after "
           "each alignment move); its mask comes back on segmentation/mask with this header"),
+    Topic(SEGMENTATION_VIEW, "sensor_msgs/msg/Image", "image", "policy_node", "segmentation_node",
+          "the view a target or track request is on (rgb8, its header), sent just before the request: the "
+          "segmentation node gets only the views it is asked about"),
+    Topic(SEGMENTATION_POSE, "sensor_msgs/msg/JointState", "command", "policy_node", "segmentation_node",
+          "where that view was taken (pan, tilt rad), same header"),
     Topic(MASK, "sensor_msgs/msg/Image", "image", "segmentation_node", "policy_node",
           "the mask of each target or track request, mono8 (255 = target), header of the request"),
     Topic(SEGMENTATION_STATUS, "std_msgs/msg/String", "status", "segmentation_node", "policy_node",

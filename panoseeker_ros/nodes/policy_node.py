@@ -20,7 +20,7 @@ Topics (relative to the namespace; QoS names from ``interface.py``)
                                                                          liveliness: a segmentation node that
                                                                          stopped fails the search waiting on it
     publishes  camera/move, camera/look (JointState), target (PolygonStamped), segmentation/track (Header),
-               egosphere/canvas (Image),
+               each with its view and pose (segmentation/view, segmentation/view_pose), egosphere/canvas (Image),
                status, feedback, result (String JSON), result/mask, result/overlay, result/pose
 Services
     cancel  std_srvs/Trigger  stop the current search (status cancelled, no result) and the head (camera/stop)
@@ -155,6 +155,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
         self.pub_look = self.create_publisher(JointState, api.LOOK, api.COMMAND_QOS)
         self.pub_target = self.create_publisher(PolygonStamped, api.TARGET, api.COMMAND_QOS)
         self.pub_track = self.create_publisher(Header, api.TRACK, api.COMMAND_QOS)
+        self.pub_target_view = self.create_publisher(Image, api.SEGMENTATION_VIEW, api.IMAGE_QOS)
+        self.pub_target_pose = self.create_publisher(JointState, api.SEGMENTATION_POSE, api.COMMAND_QOS)
         self.pub_canvas = self.create_publisher(Image, api.CANVAS, api.IMAGE_QOS)
         self.pub_result_mask = self.create_publisher(Image, api.RESULT_MASK, api.LATCHED_QOS)
         self.pub_overlay = self.create_publisher(Image, api.RESULT_OVERLAY, api.LATCHED_QOS)
@@ -386,6 +388,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
                 return
             search.sent_ns, search.sent_s = stamp, time.monotonic()
             hdr = header(time_msg(stamp), frame_id)
+            self.pub_target_view.publish(rgb_to_image(req.frame.view, hdr))  # only this view reaches the segmenter
+            self.pub_target_pose.publish(pose_to_joint_state(req.frame.pose, hdr))
             pub.publish(hdr if isinstance(req, Track) else box_to_polygon(req.box_px, hdr))
         if isinstance(req, Segment) and req.look == 0:
             box = search.episode.records[-1].action.box

@@ -8,8 +8,11 @@ activate and is freed on deactivate.
 Topics (relative to the namespace; QoS names from ``interface.py``)
     subscribes target               geometry_msgs/PolygonStamped command  box in view pixels, header of its view
                segmentation/track   std_msgs/Header              command  track the last target into this view
-               camera/image         sensor_msgs/Image rgb8       image  ┐ views and poses, matched by stamp; the
-               camera/joint_states  sensor_msgs/JointState       command┘ newest few are kept to find a box's view
+               segmentation/view      sensor_msgs/Image rgb8     image  ┐ the view a target or track request is on
+               segmentation/view_pose sensor_msgs/JointState     command┘ and its pose, sent by the policy node with
+                                                                          the request (only the views it is asked
+                                                                          about, never the camera's stream); matched
+                                                                          by stamp
     publishes  segmentation/mask    sensor_msgs/Image mono8      image    the target's mask (255 = target)
                segmentation/status  std_msgs/String (JSON)       status   {state: active | inactive, backend, message,
                                                                           failed_stamp: the target that failed}
@@ -73,8 +76,8 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         self.pub_mask = self.create_publisher(Image, api.MASK, api.IMAGE_QOS)
         self.pub_status = self.create_publisher(String, api.SEGMENTATION_STATUS, api.STATUS_QOS)
         self.sync = ExactTimeSync(2, self._on_pair)
-        self.create_subscription(Image, api.IMAGE, self._on_image, api.IMAGE_QOS, callback_group=io)
-        self.create_subscription(JointState, api.POSE, lambda m: self.sync.add(1, m), api.COMMAND_QOS,
+        self.create_subscription(Image, api.SEGMENTATION_VIEW, self._on_image, api.IMAGE_QOS, callback_group=io)
+        self.create_subscription(JointState, api.SEGMENTATION_POSE, lambda m: self.sync.add(1, m), api.COMMAND_QOS,
                                  callback_group=io)
         self.create_subscription(PolygonStamped, api.TARGET, self._on_target, api.COMMAND_QOS, callback_group=io)
         self.create_subscription(Header, api.TRACK, self._on_target, api.COMMAND_QOS, callback_group=io)
@@ -154,7 +157,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
     # ------------------------------------------------------------------ inputs (io group)
 
     def _on_image(self, msg: Image) -> None:
-        if self.warn_once.image_ok(msg, self.view_size, "an image", api.IMAGE):
+        if self.warn_once.image_ok(msg, self.view_size, "an image", api.SEGMENTATION_VIEW):
             self.sync.add(0, msg)
 
     def _on_pair(self, stamp: int, image: Image, joints: JointState) -> None:
