@@ -14,7 +14,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/" + package_name + "/config/ptz", glob("config/ptz/*.yaml")),
         ("share/" + package_name + "/config/security", glob("config/security/*.xml")),
         ("share/" + package_name + "/config/accelerate", glob("config/accelerate/*.yaml")),

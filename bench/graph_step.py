@@ -28,6 +28,7 @@ from panoseeker_ros.core.episode import Decision, Done  # noqa: E402
 from panoseeker_ros.paths import default_params, sample_dataset  # noqa: E402
 
 GOAL_MS = 40.0
+GOAL_RATIO = 2.0  # the graph's step at most twice the in-process one, measured in the same run
 
 
 def in_process_ms(n: int) -> float:
@@ -52,8 +53,11 @@ def graph_ms(n: int) -> tuple[float, int]:
     from panoseeker_ros.nodes.launcher import Graph
     from panoseeker_ros.nodes.operator import run_seek
 
+    from panoseeker_ros.nodes.launcher import default_transport
+
     domain = random.Random(os.getpid() ^ time.time_ns()).randint(1, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    default_transport(env)  # as `panoseeker launch` runs the graph
     os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     ns = f"/bench_graph_{os.getpid()}"
     steps = []
@@ -74,9 +78,11 @@ def main() -> int:
     peer = in_process_ms(args.moves)
     graph, n = graph_ms(args.moves)
     verdict = "meets" if graph <= GOAL_MS else "misses"
+    ratio_verdict = "meets" if graph / peer <= GOAL_RATIO else "misses"
     print(f"graph_step: {n} moves of the random policy on the bedroom sample, 1024x768 views, the official EgoSphere picture")
     print(f"graph_step: ROS graph (move -> view + canvas at the policy) {graph:.1f} ms median, in-process "
-          f"shoot + Episode.observe {peer:.1f} ms, ratio {graph / peer:.2f}x; goal <= {GOAL_MS:g} ms: {verdict}")
+          f"shoot + Episode.observe {peer:.1f} ms, ratio {graph / peer:.2f}x (goal <= {GOAL_RATIO:g}x: {ratio_verdict}); "
+          f"goal <= {GOAL_MS:g} ms: {verdict}")
     return 0
 
 

@@ -19,7 +19,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from panoseeker_ros.nodes import NODES
-from panoseeker_ros.nodes.launcher import ENCLAVES, default_discovery
+from panoseeker_ros.nodes.launcher import ENCLAVES, default_discovery, default_transport
 
 
 def generate_launch_description():
@@ -29,6 +29,7 @@ def generate_launch_description():
     log_level = LaunchConfiguration("log_level")
     env = dict(os.environ)
     default_discovery(env)
+    default_transport(env)
     return LaunchDescription([
         *[SetEnvironmentVariable(k, v) for k, v in env.items() if os.environ.get(k) != v],
         DeclareLaunchArgument("params_file", default_value=default_params,

@@ -88,3 +88,19 @@ def test_models_on_the_graph_are_local_directories_or_hub_ids_pinned_to_a_commit
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
     assert resolve_model_param("policy_node", "model", f"org/tiny@{commit}", "a dir") == str(snapshot)
+
+
+def test_the_graph_gets_the_shared_memory_profile_unless_one_is_named():
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    from panoseeker_ros.nodes.launcher import default_transport
+
+    env: dict = {}
+    default_transport(env)
+    profile = Path(env["FASTDDS_DEFAULT_PROFILES_FILE"])
+    segment = ET.parse(profile).getroot().find(".//{http://www.eprosima.com}segment_size")
+    assert int(segment.text) >= 2 * 1024 * 768 * 3  # two whole default views fit
+    env = {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}
+    default_transport(env)
+    assert env == {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}

@@ -15,7 +15,7 @@ from ..core.dataset import load_dataset
 from ..paths import default_params, sample_dataset
 from ..models.registry import POLICIES, SEGMENTERS
 from . import interface as api
-from .launcher import default_discovery
+from .launcher import default_discovery, default_transport
 from .recorder import DEFAULT_MAX_BYTES
 
 
@@ -180,6 +180,7 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     default_discovery(os.environ)  # this machine only, unless the environment says otherwise
+    default_transport(os.environ)  # views through shared memory in one piece
     try:
         return int(args.func(args) or 0)
     except (ConfigError, DatasetError, ValueError) as exc:

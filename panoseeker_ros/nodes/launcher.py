@@ -232,6 +232,18 @@ def default_discovery(env) -> None:
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 
+TRANSPORT_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+def default_transport(env) -> None:
+    """The graph's Fast DDS profile (``config/fastdds_views.xml``: shared memory that holds whole views) unless
+    ``env`` names a profile file already."""
+    from ..paths import share_dir
+
+    if not any(env.get(name) for name in TRANSPORT_PROFILE_VARIABLES):
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(share_dir() / "config" / "fastdds_views.xml")
+
+
 def environment_for(domain_id: int | None = None) -> dict:
     env = dict(os.environ)
     if domain_id is not None:
