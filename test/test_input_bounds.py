@@ -63,8 +63,10 @@ def test_the_cli_sets_localhost_discovery_for_the_graph_it_starts(monkeypatch):
 
     from panoseeker_ros.nodes import commands
 
-    for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_LOCALHOST_ONLY",
+                 "FASTDDS_DEFAULT_PROFILES_FILE"):
+        monkeypatch.setenv(name, "")  # remembered, so whatever main() sets is undone after the test
+        monkeypatch.delenv(name)
     assert commands.main(["launch", "--dataset", "/no/such/dataset.json"]) == 2  # fails before any node starts
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
 
