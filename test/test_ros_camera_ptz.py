@@ -189,10 +189,11 @@ def test_garbage_and_wrong_sequence_numbers_are_logged_once_and_survived(camera_
 def test_diagnostics_say_connection_faults_latency_settle_time_and_frame_age(camera_node):
     g, w, log = camera_node
     t = w.now_ns()
-    w.pub_move.publish(JointState(name=["pan"], position=[math.radians(5.0)]))
-    w.pose_after(t, 15.0)
+    w.pub_move.publish(JointState(name=["pan", "tilt"], position=[math.radians(5.0), math.radians(-7.3)]))
+    w.pose_after(t, 15.0)  # ϕ = 7.3° is 105.12 counts: the read-back, 105 counts, differs by rounding only
     w.spin_until(lambda: w.state() == "ready" and [d for d in w.diagnostics if stamp_ns(d.header.stamp) > t], 10,
                  "a diagnostic after the move")
+    assert _log_count(log, "clamped") == 0  # nothing was clamped: no line says so
     status = [d for d in w.diagnostics if stamp_ns(d.header.stamp) > t][-1].status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == DiagnosticStatus.OK and "camera_node" in status.name and "visca" in status.hardware_id
