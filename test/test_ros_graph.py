@@ -568,7 +568,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PolygonStamped
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 from panoseeker_ros.nodes import interface as api
 from panoseeker_ros.nodes.conversions import mask_to_image
 rclpy.init()
@@ -581,6 +581,8 @@ def on_target(msg):
         pass
     masks.publish(mask_to_image(np.ones((768, 1024), bool), msg.header))
 node.create_subscription(PolygonStamped, api.TARGET, on_target, api.COMMAND_QOS)
+node.create_subscription(Header, api.TRACK, lambda h: masks.publish(mask_to_image(np.ones((768, 1024), bool), h)),
+                         api.COMMAND_QOS)
 status.publish(String(data=api.dumps({"state": "active", "backend": "busy", "message": "busy stand-in"})))
 rclpy.spin(node)
 """

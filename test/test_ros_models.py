@@ -8,7 +8,7 @@ pytest.importorskip("rclpy")
 pytest.importorskip("transformers")
 
 from geometry_msgs.msg import PolygonStamped  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from models_fixtures import tiny_model_dirs  # noqa: E402
@@ -16,7 +16,8 @@ from test_ros_graph import NS, green_dataset, running_graph  # noqa: E402,F401
 
 from panoseeker_ros.core.actions import parse_action  # noqa: E402
 from panoseeker_ros.nodes import interface as api  # noqa: E402
-from panoseeker_ros.nodes.conversions import box_to_polygon, header, image_to_mask, stamp_ns, time_msg  # noqa: E402
+from panoseeker_ros.nodes.conversions import (box_to_polygon, header, image_to_mask, pose_to_joint_state,  # noqa: E402
+                                              stamp_ns, time_msg)
 
 MAX_STEPS = 3
 
@@ -46,15 +47,24 @@ def test_qwen_policy_node_searches_step_by_step(tiny_graph):
 
 def test_sam3_segmentation_node_answers_a_target_with_a_mask_stamped_like_its_view(tiny_graph):
     g, c, log = tiny_graph
-    masks = {}
+    masks, views = {}, {}
     c.node.create_subscription(Image, api.MASK, lambda m: masks.__setitem__(stamp_ns(m.header.stamp), m), api.IMAGE_QOS)
+    c.node.create_subscription(Image, api.IMAGE, lambda m: views.__setitem__(stamp_ns(m.header.stamp), m),
+                               api.IMAGE_QOS)
     t = c.now_ns()
     c.pub_move.publish(c.pub_move.msg_type(name=["pan"], position=[0.0]))  # a fresh view to draw on
     c.pose_after(t)
     stamp = [s for s, _ in c.poses if s > t][-1]
+    view = c.spin_until(lambda: views.get(stamp), 10, "the view")
     pub = c.node.create_publisher(PolygonStamped, api.TARGET, api.COMMAND_QOS)
-    c.spin_until(lambda: pub.get_subscription_count() > 0, 10, "the segmentation node")
-    pub.publish(box_to_polygon((312.0, 184.0, 712.0, 584.0), header(time_msg(stamp), "camera")))
+    pub_view = c.node.create_publisher(Image, api.SEGMENTATION_VIEW, api.IMAGE_QOS)
+    pub_pose = c.node.create_publisher(JointState, api.SEGMENTATION_POSE, api.COMMAND_QOS)
+    c.spin_until(lambda: min(p.get_subscription_count() for p in (pub, pub_view, pub_pose)) > 0, 10,
+                 "the segmentation node")
+    hdr = header(time_msg(stamp), "camera")
+    pub_view.publish(view)  # as the policy node sends it: the view and its pose with the target
+    pub_pose.publish(pose_to_joint_state([p for s, p in c.poses if s == stamp][-1], hdr))
+    pub.publish(box_to_polygon((312.0, 184.0, 712.0, 584.0), hdr))
     msg = c.spin_until(lambda: masks.get(stamp), 60, "the sam3 mask")
     mask = image_to_mask(msg)
     assert mask.shape == (768, 1024) and msg.header.frame_id == "camera"
