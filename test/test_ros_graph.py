@@ -55,9 +55,12 @@ STEP_PERIOD_S = 0.3  # paces the search so a pre-emption lands mid-search
 
 
 def _env(domain: int) -> dict:
+    from panoseeker_ros.nodes.launcher import default_transport
+
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
     env.pop("ROS_LOCALHOST_ONLY", None)
+    default_transport(env)  # the nodes run as both launchers run them
     return env
 
 
