@@ -97,12 +97,14 @@ class Segmenter(Protocol):
 @dataclass
 class GroundTruth:
     """What the simulator knows about the target: its ERP mask (H, 2H) bool and centroid. ``box_level``:
-    the mask is the target's ERP box (the official benchmark files carry no outline), so IoU is box-level."""
+    the mask is the target's ERP box (the official benchmark files carry no outline), so IoU is box-level.
+    ``objects``: the scene's other annotated objects as (name, ERP mask) pairs (what a box may frame instead)."""
 
     mask: np.ndarray
     centroid: Pose
     name: str = ""
     box_level: bool = False
+    objects: tuple = ()
 
 
 # ---------------------------------------------------------------------------- requests and answers
