@@ -51,6 +51,21 @@ def test_sampled_logprobs_are_what_the_scorer_gives_for_the_same_ids(sampler, ob
         assert (scored >= free - 1e-5).all()
 
 
+def test_with_top_p_the_stored_logprobs_are_those_after_the_nucleus_cut(qwen_dir, obs_list):
+    cut = QwenPolicy.from_pretrained(model=qwen_dir, decoding="sample", seed=2, top_p=0.6)
+    differ = 0
+    for obs in obs_list:
+        d = cut.act(obs)
+        enc = cut.encode(cut.prompt(obs))
+        with torch.no_grad():
+            after = cut.logprobs(enc, d.info["token_ids"], top_p=0.6)
+            before = cut.logprobs(enc, d.info["token_ids"])
+        assert torch.allclose(after, torch.tensor(d.info["logprobs"]), atol=1e-4)
+        assert (after >= before - 1e-6).all()  # renormalised over fewer tokens
+        differ += int(not torch.allclose(after, before, atol=1e-4))
+    assert differ > 0  # the cut removed mass somewhere
+
+
 def test_a_cold_sampler_writes_the_constrained_greedy_answer(qwen_dir, obs_list):
     cold = QwenPolicy.from_pretrained(model=qwen_dir, decoding="sample", temperature=1e-4)
     greedy = QwenPolicy.from_pretrained(model=qwen_dir)

@@ -29,7 +29,7 @@ lora:   # the tiny model's random output layer needs adapting too (a real model'
   dropout: 0.0
   target_modules: '^model\\.language_model\\.layers\\.\\d+\\.(self_attn\\.(q|k|v|o)_proj|mlp\\.(gate|up|down)_proj)$|^lm_head$'
 sft: {learning_rate: 1.0e-2, gradient_accumulation: 1, warmup_ratio: 0.0, logging_steps: 10, save_steps: 100}
-grpo: {group_size: 4, learning_rate: 1.0e-2, beta: 0.04}
+grpo: {group_size: 4, learning_rate: 1.0e-3, beta: 0.04}
 """
 STEPS = 300
 
@@ -38,7 +38,7 @@ def _sft_run(root, name: str, steps: int, ahead: bool = False):
     """Build the task's train and held-out data with make-sft-data and train on it with train-sft."""
     model = root / "qwen-tiny"
     if not model.exists():
-        build_tiny_qwen(model, seed=0, init_std=0.2)
+        build_tiny_qwen(model, seed=0)
         (root / "training.yaml").write_text(TINY_TRAINING_YAML)
     seek = small_config(root / "small.yaml")
     for part, scenes, seed in (("train", 8, 1), ("heldout", 4, 2)):

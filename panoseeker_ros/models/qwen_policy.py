@@ -22,8 +22,9 @@ one action. Two decoders:
 * ``decoding="sample"``: grammar-constrained sampling for reinforcement learning: at every token the
   logits of the allowed tokens, divided by ``temperature``, are renormalised (and cut to the ``top_p``
   nucleus) and one token is drawn from the policy's seeded generator. ``Decision.info`` then holds the
-  sampled ``token_ids``, their ``logprobs`` (log-softmax over the allowed tokens at ``temperature``,
-  before the nucleus cut: the distribution :meth:`QwenPolicy.logprobs` scores) and the ``prompt_ids``.
+  sampled ``token_ids``, their ``logprobs`` (of the distribution drawn from: log-softmax over the
+  allowed tokens at ``temperature``, renormalised over the ``top_p`` nucleus; what
+  :meth:`QwenPolicy.logprobs` gives with the same ``temperature`` and ``top_p``) and the ``prompt_ids``.
 
 Training reads the same objects: :meth:`QwenPolicy.training_inputs` appends answer token ids to the
 inference prompt (never re-tokenized text) and :meth:`QwenPolicy.logprobs` scores given answer ids with
@@ -365,13 +366,15 @@ class QwenPolicy:
                 "pixel_values": enc.pixel_values, "image_grid_thw": enc.image_grid_thw}
 
     def logprobs(self, prompt: Prompt | EncodedPrompt, token_ids, grammar: bool = True, temperature: float = 1.0,
-                 model=None) -> torch.Tensor:
+                 model=None, top_p: float = 1.0) -> torch.Tensor:
         """Log-probabilities (n,) of the given answer ``token_ids`` (n ids) after ``prompt``, differentiable.
 
         One forward pass over prompt + answer whose output layer runs only at the n answer positions
         (``logits_to_keep``), so no (L, vocabulary) tensor is built. ``grammar``: log-softmax over the
         tokens the action grammar allows at each position (the distribution the ``sample`` decoder draws
-        from), else over the whole vocabulary (the supervised loss). ``temperature`` divides the logits.
+        from), else over the whole vocabulary (the supervised loss). ``temperature`` divides the logits;
+        ``top_p`` < 1 (with ``grammar``) renormalises over the nucleus of each position, as the sampler
+        draws, the given token always kept in it (a policy that moved since sampling may rank it lower).
         ``model``: the module to run (e.g. the wrapper an accelerator prepared; default the policy's).
         """
         batch = self.training_inputs(prompt, token_ids)
@@ -389,7 +392,13 @@ class QwenPolicy:
                 raise ValueError(f"answer token {token} at position {j} is outside the action grammar after "
                                  f"{text!r}; score it with grammar=False")
             row = logits[j].index_select(0, torch.tensor(allowed, dtype=torch.long, device=logits.device))
-            out.append(row[allowed.index(token)] - torch.logsumexp(row, dim=0))
+            at = allowed.index(token)
+            if top_p < 1.0:
+                with torch.no_grad():
+                    keep = nucleus(torch.softmax(row.detach(), dim=0), top_p) > 0
+                    keep[at] = True
+                row = row.masked_fill(~keep, float("-inf"))
+            out.append(row[at] - torch.logsumexp(row, dim=0))
             text += self.constraint.pieces[token] or ""
         return torch.stack(out)
 
@@ -592,10 +601,11 @@ class QwenPolicy:
                 break
             allowed, allowed_t = constraint.allowed(text)
             logp = torch.log_softmax(logits.index_select(0, allowed_t).float() / self.temperature, dim=0).cpu()
-            k = int(torch.multinomial(nucleus(logp.exp(), self.top_p), 1, generator=self.generator))
+            kept = nucleus(logp.exp(), self.top_p)
+            k = int(torch.multinomial(kept, 1, generator=self.generator))
             token = allowed[k]
             tokens.append(token)
-            logps.append(float(logp[k]))
+            logps.append(float(logp[k]) if self.top_p >= 1.0 else float(torch.log(kept[k] / kept.sum())))
             if token in eos:
                 break
             text += constraint.pieces[token]
