@@ -356,7 +356,7 @@ class Episode:
         if self.initial_pose is None:
             self.initial_pose = frame.pose
         elif self.truth is not None:  # the answer to a Move: R_eff for the last decision
-            reward = step_reward(self.path[-1], frame.pose, self.truth.centroid, self.config.reward)
+            reward = step_reward(self.path[-1], frame.pose, self.truth.centroid, self.config.reward, len(self.records))
             self.records[-1].reward = reward
         self.path.append(frame.pose)
         self.egosphere.integrate(frame.view, frame.pose)

@@ -1,21 +1,26 @@
 """The learning ladder: evidence that training teaches the policy to follow the instruction.
 
 A task family where the instruction decides the answer: each generated scene holds three objects at
-the horizon, one at θ0 + 90° (right), one at θ0 − 90° (left) and one at θ0 + 180° (behind), with θ0
-the start heading (on the 30° grid), all out of the start view. They are three of the four pairs of
-two colours and two shapes (red/blue × square/circle), placed in a random order, so nothing in the
-start view and no object's look tells where the target is: the instruction's direction does (EGO
-instructions: "turn right to find the red square", "turn around to find the blue circle").
-Reaching ±90° takes two lattice moves (30 + 60 or 60 + 30), 180° one; then STOP with the box of the
-centred target. Every object is annotated, so the box-prompted oracle segmenter gives a box on a
-distractor (or a loose box) a poor mask.
+the horizon, a red square at θ0 + 120° (right), a blue circle at θ0 − 120° (left) and a green
+triangle at θ0 + 180° (behind), θ0 being the start heading (on the 30° grid), all out of the start
+view; each is the others' distractor. The instruction names one ("turn right to find the red
+square", "turn around to find the green triangle"), so its direction word and its object both say
+where to turn; nothing in the start view does. The expert turns once (one lattice move) and stops
+with the box of the centred target: two decisions, the second taken on what the first move showed.
+Every object is annotated, so the box-prompted oracle segmenter gives a box on a distractor (or a
+loose box) a poor mask.
+
+Why these choices: the tiny CPU model learns this family in a few hundred steps; with the looks
+drawn at random per scene (only the direction word tells the way) it needed 2,000 steps for held-out
+SR 0.67, and with targets at ±90° (two moves each) 2,000 steps gave 0.50, both too slow for the
+ladder's budget. Real models are asked more by the generated benchmark (``make-scenes``).
 
 The ladder's rows, on held-out scenes of another generator seed:
 
 * **instruction-blind ceiling**: the best policy that ignores the instruction (and the views): every
-  constant sequence of moves, i.e. every final pose on the 30° lattice within one step of the horizon,
-  followed by STOP with each candidate box (the demonstrations' boxes and the whole view), run through
-  the stepper; its best SR. With the target in one of three directions it is about 1/3.
+  constant sequence of moves, i.e. every pose two lattice moves reach with |Δϕ| ≤ 30°, followed by
+  STOP with each candidate box (the demonstrations' most frequent boxes and the whole view), run
+  through the stepper; its best SR. With the target in one of three directions it is about 1/3.
 * **untrained**, **SFT** (expert demonstrations), **SFT+GRPO** (from the SFT adapter), optionally
   **SFT+GRPO (hierarchical reward)** and the **shuffled-answers control** (SFT on the same records with
   the answers permuted across instructions at each step, a model that cannot use the prompt), each over
@@ -43,9 +48,9 @@ from ..core.geometry import Pose, spherical_centroid, wrap_deg
 from ..core.metrics import summarize
 from ..core.scenes import SceneObject, _save_png, place_object, plain_room
 
-DIRECTIONS = {"right": 90.0, "left": -90.0, "behind": 180.0}  # target heading relative to the start
+DIRECTIONS = {"right": 120.0, "left": -120.0, "behind": 180.0}  # target heading relative to the start
 TURN_WORDS = {"right": "right", "left": "left", "behind": "around"}
-LOOKS = (("red", "square"), ("red", "circle"), ("blue", "square"), ("blue", "circle"))
+LOOKS = {"right": ("red", "square"), "left": ("blue", "circle"), "behind": ("green", "triangle")}
 OBJECT_SIZE_DEG = 44.0
 OFFICIAL_TAU_DEG = 17.19  # 0.3 rad, the official success radius (set explicitly: robust to the default)
 
@@ -66,11 +71,11 @@ def direction_task(root, scenes: int, seed: int, width: int = 512) -> Path:
     specs, annotated = [], []
     for s in range(scenes):
         theta0 = float(rng.choice(np.arange(-180, 180, 30)))
-        looks = [LOOKS[i] for i in rng.permutation(len(LOOKS))[:len(DIRECTIONS)]]
         erp = plain_room(rng, width)
         scene = root / "scenes" / f"scene-{s:03d}.png"
         placed = []
-        for (colour, shape), offset in zip(looks, DIRECTIONS.values()):
+        for ego, offset in DIRECTIONS.items():
+            colour, shape = LOOKS[ego]
             mask = place_object(erp, SceneObject(shape, colour, wrap_deg(theta0 + offset), 0.0, OBJECT_SIZE_DEG))
             mask_path = root / "scenes" / f"mask-{s:03d}-{colour}-{shape}.png"
             _save_png(mask_path, mask.astype(np.uint8) * 255)
@@ -255,10 +260,9 @@ def run_ladder(work, model, settings, plan: LadderPlan, log=print) -> dict:
         curves["SFT"].append(_lines(sft_run))
         log(f"seed {seed}:")
         measure("SFT", sft_run / "adapter")
-        variants = [("SFT+GRPO", "outcome")] + ([("SFT+GRPO hierarchical", "hierarchical")] if plan.hierarchical else [])
+        variants = [("SFT+GRPO", "method")] + ([("SFT+GRPO hierarchical", "hierarchical")] if plan.hierarchical else [])
         for name, kind in variants:
-            rl_config = dataclasses.replace(config, reward=dataclasses.replace(config.reward, kind=kind)) \
-                if kind != "outcome" else config
+            rl_config = dataclasses.replace(config, reward=dataclasses.replace(config.reward, kind=kind))
             rl_run = work / f"grpo-{kind}-{seed}"
             train_grpo(train, model, rl_run, s, rl_config, adapter=sft_run / "adapter", max_steps=plan.grpo_updates)
             curves[name].append(_lines(rl_run))
