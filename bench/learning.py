@@ -80,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sft-steps", type=int, default=LadderPlan.sft_steps)
     ap.add_argument("--grpo-updates", type=int, default=LadderPlan.grpo_updates)
     ap.add_argument("--grpo-lr", type=float, help="GRPO learning rate (default: tiny_settings())")
+    ap.add_argument("--grpo-temperature", type=float, help="GRPO sampling temperature (default: tiny_settings())")
     ap.add_argument("--hierarchical", action="store_true", help="add a GRPO row with reward.kind hierarchical")
     ap.add_argument("--no-control", action="store_true", help="leave out the shuffled-answers SFT row")
     ap.add_argument("--lr-sweep", type=float, nargs="+", help="GRPO learning rates to compare (seed: the first)")
@@ -93,6 +94,9 @@ def main(argv=None) -> int:
     settings = tiny_settings()
     if args.grpo_lr:
         settings = dataclasses.replace(settings, grpo=dataclasses.replace(settings.grpo, learning_rate=args.grpo_lr))
+    if args.grpo_temperature:
+        settings = dataclasses.replace(settings, grpo=dataclasses.replace(settings.grpo,
+                                                                          temperature=args.grpo_temperature))
     plan = LadderPlan(seeds=tuple(args.seeds), train_scenes=args.train_scenes, heldout_scenes=args.heldout_scenes,
                       sft_steps=args.sft_steps, grpo_updates=args.grpo_updates, hierarchical=args.hierarchical,
                       control=not args.no_control)

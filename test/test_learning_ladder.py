@@ -3,9 +3,12 @@ instruction-blind policy by a margin, GRPO from it does not fall below it, and t
 a model trained on answers shuffled across prompts (one that cannot use the instruction)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from panoseeker_ros.cli import main
 from panoseeker_ros.models.qwen_policy import QwenPolicy
 from panoseeker_ros.models.tiny import build_tiny_qwen
 from panoseeker_ros.training.grpo import train_grpo
@@ -16,7 +19,16 @@ from panoseeker_ros.training.sft import train_sft
 torch.set_num_threads(1)  # two shared cores: one thread each is faster than two contending
 
 MARGIN = 0.25  # SR above the instruction-blind ceiling that counts as following the instruction
-SFT_STEPS, GRPO_UPDATES = 500, 16
+SFT_STEPS, GRPO_UPDATES = 900, 16
+
+
+LADDER_YAML = """\
+/**:
+  ros__parameters:
+    camera: {width: 128, height: 96}
+    episode: {max_steps: %d, canvas_width: 256, canvas_height: 128}
+    reward: {tau_deg: %r}
+"""
 
 
 def follows_instruction(sr: float, ceiling: float) -> bool:
@@ -38,12 +50,18 @@ def ladder(tmp_path_factory):
         return evaluate_policy(QwenPolicy.from_pretrained(model=model, adapter=adapter, fov_deg=config.camera.fov_deg),
                                held, config)
 
+    def sr_through_eval(adapter) -> float:  # the user's path: panoseeker eval --policy qwen --adapter
+        (root / "seek.yaml").write_text(LADDER_YAML % (config.episode.max_steps, config.reward.tau_deg))
+        assert main(["eval", "--dataset", str(held), "--policy", "qwen", "--model", str(model), "--adapter",
+                     str(adapter), "--config", str(root / "seek.yaml"), "--out", str(root / "eval-sft"), "--quiet"]) == 0
+        return json.loads((root / "eval-sft" / "summary.json").read_text())["sr"]
+
     train_sft(data, model, root / "sft", settings, config, max_steps=SFT_STEPS)
     train_sft(shuffle_answers(data, root / "shuffled", seed=0), model, root / "control", settings, config,
               max_steps=SFT_STEPS)
     history = train_grpo(train, model, root / "grpo", settings, config, adapter=root / "sft" / "adapter",
                          max_steps=GRPO_UPDATES)
-    rows = {"ceiling": ceiling["sr"], "sft": sr(root / "sft" / "adapter")["sr"],
+    rows = {"ceiling": ceiling["sr"], "sft": sr_through_eval(root / "sft" / "adapter"),
             "control": sr(root / "control" / "adapter")["sr"],
             "grpo": sr(f"{root / 'sft' / 'adapter'},{root / 'grpo' / 'adapter'}")["sr"]}
     return rows, history

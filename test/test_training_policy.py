@@ -66,6 +66,19 @@ def test_with_top_p_the_stored_logprobs_are_those_after_the_nucleus_cut(qwen_dir
     assert differ > 0  # the cut removed mass somewhere
 
 
+@pytest.mark.parametrize("decoding", ["constrained", "sample"])
+def test_act_batch_decides_as_one_by_one(qwen_dir, obs_list, decoding):
+    one, batch = (QwenPolicy.from_pretrained(model=qwen_dir, decoding=decoding, seed=5) for _ in range(2))
+    singles = [one.act(obs) for obs in obs_list]
+    batched = batch.act_batch(obs_list)  # left-padded prompts of different lengths (views 1 and 2 of episodes)
+    assert len({len(d.info.get("prompt_ids", [])) or d.info["prompt_tokens"] for d in batched}) > 1
+    assert [d.text for d in batched] == [d.text for d in singles]
+    if decoding == "sample":  # the same draws, the same log-probs (to rounding)
+        for a, b in zip(singles, batched):
+            assert a.info["token_ids"] == b.info["token_ids"]
+            assert torch.allclose(torch.tensor(a.info["logprobs"]), torch.tensor(b.info["logprobs"]), atol=1e-5)
+
+
 def test_a_cold_sampler_writes_the_constrained_greedy_answer(qwen_dir, obs_list):
     cold = QwenPolicy.from_pretrained(model=qwen_dir, decoding="sample", temperature=1e-4)
     greedy = QwenPolicy.from_pretrained(model=qwen_dir)

@@ -288,7 +288,25 @@ class QwenPolicy:
     def act(self, obs: Observation) -> Decision:
         """Decide one step; unparseable answers follow the rule in the module docstring."""
         encoded = self.encode(self.prompt(obs))
-        answer = self.answer(encoded, self.decoding)
+        return self._decision(encoded, self.answer(encoded, self.decoding))
+
+    @torch.inference_mode()
+    def act_batch(self, observations) -> list[Decision]:
+        """Decide several observations at once (a GRPO group, ``eval --batch``): their prompts are
+        left-padded into one batch and prefilled in one forward pass (the images and the long prompt,
+        most of a step's work); each answer is then decoded from its own rows of the cache, in order, as
+        :meth:`act` decodes it, so the decisions (and a sampler's draws) are those of one by one, up to
+        floating-point rounding between batched and single kernels. ``greedy`` decodes one by one."""
+        observations = list(observations)
+        if len(observations) < 2 or self.decoding == "greedy":
+            return [self.act(obs) for obs in observations]
+        encoded = [self.encode(self.prompt(obs)) for obs in observations]
+        states = self._prefill_batch(encoded)
+        decode = self._decode_sample if self.decoding == "sample" else self._decode_constrained
+        return [self._decision(enc, decode(enc, state)) for enc, state in zip(encoded, states)]
+
+    def _decision(self, encoded: EncodedPrompt, answer: Answer) -> Decision:
+        """The Decision of a decoded answer, under the parse-failure rule (module docstring)."""
         failed: list[str] = []
         parsed = parse_action(answer.text)
         if not parsed.ok:
@@ -542,14 +560,52 @@ class QwenPolicy:
              torch.cat([layer.values[..., :base, :], layer.values.index_select(-2, index)], dim=-2))
             for layer in cache.layers])
 
-    def _decode_constrained(self, encoded: EncodedPrompt) -> Answer:
+    def _prefill_batch(self, encoded: list[EncodedPrompt]) -> list[tuple]:
+        """Prefill several prompts in one left-padded forward pass; per prompt the state :meth:`_prefill`
+        returns (its own cache rows without the padding, last-token logits, M-RoPE delta, 0 reused)."""
+        from transformers import DynamicCache
+
+        width = max(e.length for e in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        ids = torch.full((len(encoded), width), int(pad), dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        mm = torch.zeros_like(ids, dtype=encoded[0].mm_token_type_ids.dtype)
+        for i, e in enumerate(encoded):
+            ids[i, width - e.length:] = e.input_ids[0]
+            mask[i, width - e.length:] = 1
+            mm[i, width - e.length:] = e.mm_token_type_ids[0]
+        pixels = [e.pixel_values for e in encoded if e.pixel_values is not None]
+        grids = [e.image_grid_thw for e in encoded if e.image_grid_thw is not None]
+        text = (mask.cumsum(-1) - 1).clamp(min=0).unsqueeze(0)
+        kwargs = {}
+        if grids:
+            mrope, _ = self._vl_model().get_rope_index(ids, mm_token_type_ids=mm, image_grid_thw=torch.cat(grids),
+                                                       attention_mask=mask)
+            positions = torch.cat([text, mrope.to(text.dtype)], dim=0)
+            kwargs.update(pixel_values=torch.cat(pixels), image_grid_thw=torch.cat(grids))
+        else:
+            positions = text.expand(4, -1, -1)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1, **kwargs)
+        states = []
+        for i, e in enumerate(encoded):
+            start = width - e.length
+            delta = int(positions[1:, i, start:].max()) + 1 - e.length
+            rows = DynamicCache(ddp_cache_data=[(layer.keys[i:i + 1, :, start:, :].clone(),
+                                                 layer.values[i:i + 1, :, start:, :].clone())
+                                                for layer in cache.layers])
+            states.append((rows, out.logits[i, -1], delta, 0))
+        return states
+
+    def _decode_constrained(self, encoded: EncodedPrompt, state=None) -> Answer:
         """Grammar-constrained greedy decoding. Each chosen token that does not end the answer is scored
         together with a draft trie of the grammar's continuations in one pass; while the greedy choices stay
         in that trie no further pass is needed. Choices are made from the logits alone, so the drafts change
         the number of passes, never the tokens."""
         grammar, constraint = self.grammar, self.constraint
         length = encoded.length
-        cache, logits, delta, reused = self._prefill(encoded)
+        cache, logits, delta, reused = self._prefill(encoded) if state is None else state
         passes, in_cache, drafted = 1, 0, 0  # forward passes; answer tokens in the cache; tokens read off tries
         trie, hidden, node, path = None, None, -1, []
         text, tokens = "", []
@@ -588,12 +644,12 @@ class QwenPolicy:
                                      "reused_prefix_tokens": reused, "forward_passes": passes,
                                      "drafted_tokens": drafted})
 
-    def _decode_sample(self, encoded: EncodedPrompt) -> Answer:
+    def _decode_sample(self, encoded: EncodedPrompt, state=None) -> Answer:
         """Grammar-constrained sampling (module docstring), one token per forward pass after the prompt.
         An end token that is drawn is part of ``tokens`` (and of the scored answer); an answer the grammar
         cannot extend ends without one, as in the constrained decoder."""
         grammar, constraint = self.grammar, self.constraint
-        cache, logits, delta, reused = self._prefill(encoded)
+        cache, logits, delta, reused = self._prefill(encoded) if state is None else state
         text, tokens, logps = "", [], []
         eos = set(self.eos_ids)
         while len(tokens) < MAX_ANSWER_TOKENS:

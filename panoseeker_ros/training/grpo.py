@@ -280,9 +280,3 @@ def _gather(accelerator, update: int, results, rewards, stats, lr: float) -> dic
     m = accelerator.gather(local).mean(0).tolist()
     return {"step": update, "reward": m[0], "sr": m[1], "steps": m[2], "kl": m[3], "clip": m[4], "loss": m[5],
             "lr": float(lr), "groups": accelerator.num_processes}
-
-
-def mean_reward(history: list[dict], first: int, last: int) -> float:
-    """Mean group reward over updates [first, last) of a history (1-based steps)."""
-    values = [h["reward"] for h in history if first <= h["step"] < last]
-    return float(np.mean(values)) if values else math.nan
