@@ -212,7 +212,7 @@ class LadderPlan:
     heldout_scenes: int = 16
     task_seeds: tuple = (1, 2)  # generator seeds of the training and held-out scenes
     sft_steps: int = 900
-    grpo_updates: int = 40
+    grpo_updates: int = 80
     hierarchical: bool = False  # also a GRPO row with the hierarchical reward
     control: bool = True  # the shuffled-answers SFT row
 
@@ -299,7 +299,7 @@ def ladder_table(result: dict, plan: LadderPlan) -> str:
 def tiny_settings():
     """Training settings for the tiny model of ``make-tiny-models`` on the ladder: LoRA r 32 that also
     adapts the random output layer (a real model's needs no adapting), SFT at lr 1e-2 without warm-up,
-    GRPO with G = 4 at lr 3e-4 and sampling temperature 0.5 (the README's sweep: at temperature 1 the
+    GRPO with G = 4 at lr 5e-4 and sampling temperature 0.5 (the README's sweep: at temperature 1 the
     sampled box digits are mostly wrong and their noise spoils the SFT boxes; lr 1e-2 collapses the
     policy), no checkpoints."""
     from .settings import GRPOSettings, LoraSettings, SFTSettings, TrainingSettings, LANGUAGE_LINEAR
@@ -308,4 +308,4 @@ def tiny_settings():
         lora=LoraSettings(r=32, alpha=32, dropout=0.0, target_modules=LANGUAGE_LINEAR + "|^lm_head$"),
         sft=SFTSettings(learning_rate=1e-2, gradient_accumulation=1, warmup_ratio=0.0, logging_steps=10,
                         save_steps=100000),
-        grpo=GRPOSettings(group_size=4, learning_rate=3e-4, temperature=0.5, beta=0.04, save_steps=0))
+        grpo=GRPOSettings(group_size=4, learning_rate=5e-4, temperature=0.5, beta=0.04, save_steps=0))
