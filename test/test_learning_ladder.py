@@ -19,7 +19,7 @@ from panoseeker_ros.training.sft import train_sft
 torch.set_num_threads(1)  # two shared cores: one thread each is faster than two contending
 
 MARGIN = 0.25  # SR above the instruction-blind ceiling that counts as following the instruction
-SFT_STEPS, GRPO_UPDATES = 900, 16
+SFT_STEPS, GRPO_UPDATES = 900, 32
 
 
 LADDER_YAML = """\
