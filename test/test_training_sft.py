@@ -31,7 +31,7 @@ lora:   # the tiny model's random output layer needs adapting too (a real model'
 sft: {learning_rate: 1.0e-2, gradient_accumulation: 1, warmup_ratio: 0.0, logging_steps: 10, save_steps: 100}
 grpo: {group_size: 4, learning_rate: 1.0e-3, beta: 0.04}
 """
-STEPS = 300
+STEPS = 400
 
 
 def _sft_run(root, name: str, steps: int):
