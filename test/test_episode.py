@@ -180,7 +180,7 @@ def test_alignment_centres_the_mask(cube_dataset):
     scene = scene_of(cube_dataset)
     start = Pose(70, 10)  # the whole target (θ≈90) is in the right part of this view
     ep = scene.episode()
-    policy, seg = Scripted(Action.stop_at((0, 0, 1000, 1000))), oracle(scene)
+    policy, seg = Scripted(Action.stop_at(OracleDetector(scene.truth, INTR).detect(start))), oracle(scene)
     req = ep.start("the label", start)
     while not isinstance(req, Done):
         if isinstance(req, Look) and req.purpose == "align":
@@ -201,8 +201,15 @@ def test_alignment_can_be_switched_off(cube_dataset):
 
 
 def test_an_empty_first_mask_ends_without_a_look(cube_dataset):
-    scene = scene_of(cube_dataset)  # the target is behind the start pose: the oracle mask is empty there
-    result = run_episode(scene, Scripted(Action.stop_at((0, 0, 1000, 1000))), oracle(scene))
+    scene = scene_of(cube_dataset)
+
+    class Nothing:  # a segmenter that finds nothing in the box
+        name = "nothing"
+
+        def segment(self, view, box_px, pose):
+            return np.zeros(view.shape[:2], bool)
+
+    result = run_episode(scene, Scripted(Action.stop_at((0, 0, 1000, 1000))), Nothing())
     assert result.looks == 0 and not result.found and result.message == "empty mask: nothing to align"
 
 

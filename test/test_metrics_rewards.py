@@ -12,6 +12,19 @@ from panoseeker_ros.core.rewards import step_reward, terminal_reward
 CFG = RewardConfig()  # τ = 0.3 rad (17.19°), γ = 1/30, η = 0.05, R_base = 1, α = 1, R_pen = 1
 
 
+def test_the_hierarchical_reward_guides_early_moves_and_its_bonus_tapers():
+    from dataclasses import replace
+
+    cfg = replace(CFG, kind="hierarchical")
+    target = Pose(90, 0)
+    toward, away = (Pose(0, 0), Pose(30, 0)), (Pose(30, 0), Pose(0, 0))
+    assert step_reward(*toward, target, cfg, 1) == pytest.approx(cfg.guidance + cfg.step_bonus)
+    assert step_reward(*away, target, cfg, 1) == pytest.approx(-cfg.guidance + cfg.step_bonus)
+    late = [step_reward(*away, target, cfg, t) for t in range(cfg.guidance_steps + 1, cfg.guidance_steps + 6)]
+    assert late[0] > 0 and all(b == pytest.approx(a * cfg.bonus_decay) for a, b in zip(late, late[1:]))
+    assert sum(late) < cfg.step_bonus * 2  # a loop of moves earns a bounded bonus
+
+
 def test_step_reward_is_progress_minus_step_cost():
     target = Pose(90, 0)
     assert step_reward(Pose(0, 0), Pose(30, 0), target, CFG) == pytest.approx(30 / 30 - 0.05)

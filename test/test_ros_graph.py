@@ -558,7 +558,7 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
     # the bag the recorder wrote becomes SFT data: one record per decision of the search, in order
     data = tmp_path / "sft"
     made = subprocess.run([sys.executable, "-m", "panoseeker_ros.cli", "make-sft-data", "--bag", str(bag),
-                           "--out", str(data)], capture_output=True, text=True, timeout=300)
+                           "--out", str(data), "--accept-unscored"], capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stdout + made.stderr
     records = [json.loads(line) for line in (data / "records.jsonl").read_text().splitlines()]
     assert [r["answer"] for r in records] == [fb["action"] for fb in outcome.feedback]

@@ -42,8 +42,11 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
     b = scenes.generate_benchmark(tmp_path / "b", n_scenes=2, episodes_per_scene=2, seed=7, erp_width=512)
     c = scenes.generate_benchmark(tmp_path / "c", n_scenes=2, episodes_per_scene=2, seed=8, erp_width=512)
     files_a, files_b = _files(a.parent), _files(b.parent)
+    objects = json.loads(files_a["objects.json"])["scenes"]
+    object_masks = {f"masks/s{s:03d}-o{k:02d}.png" for s, doc in enumerate(objects) for k in range(len(doc["objects"]))}
     assert set(files_a) == {"dataset.json", "objects.json", "scenes/scene-000.png", "scenes/scene-001.png",
-                            "masks/s000-e00.png", "masks/s000-e01.png", "masks/s001-e00.png", "masks/s001-e01.png"}
+                            "masks/s000-e00.png", "masks/s000-e01.png", "masks/s001-e00.png",
+                            "masks/s001-e01.png"} | object_masks
     assert files_a == files_b
     assert files_a["dataset.json"] != _files(c.parent)["dataset.json"]
 

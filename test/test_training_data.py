@@ -88,10 +88,37 @@ def test_a_teleoperated_bag_becomes_records(task, tmp_path, capsys):
     stop = result.records[-1].action
     assert stop.stop and stop.box is not None and result.instruction == spec.instruction
     assert abs(result.records[-1].pose.theta - (spec.initial_pose.theta + 119.5)) < 1e-6  # the recorded pose
-    out = tmp_path / "data"
-    assert main(["make-sft-data", "--bag", str(bag), "--out", str(out), "--config", str(root / "small.yaml")]) == 0
+    out = tmp_path / "data"  # a recorded search has no score: left out, counted, unless the operator accepts it
+    assert main(["make-sft-data", "--bag", str(bag), "--out", str(tmp_path / "unchecked"), "--config",
+                 str(root / "small.yaml")]) == 2  # nothing to write
+    assert main(["make-sft-data", "--bag", str(bag), "--dataset", str(dataset.path), "--out",
+                 str(tmp_path / "mixed"), "--config", str(root / "small.yaml")]) == 0
+    printed = capsys.readouterr().out
+    assert "left out searches: bag unscored 1" in printed and "--accept-unscored" in printed
+    assert "bag" not in {r["source"] for r in load_records(tmp_path / "mixed")}
+    assert main(["make-sft-data", "--bag", str(bag), "--out", str(out), "--config", str(root / "small.yaml"),
+                 "--accept-unscored"]) == 0
     assert "bag 3" in capsys.readouterr().out
     assert [r["source"] for r in load_records(out)] == ["bag"] * 3
+
+
+def test_failed_searches_are_left_out_and_counted_and_ids_cannot_leave_out(task, tmp_path, capsys):
+    root, config, dataset, _ = task
+    doc = json.loads(dataset.path.read_text())
+    tight = tmp_path / "tight.yaml"  # T = 1: the expert cannot reach the target, every search fails
+    tight.write_text((root / "small.yaml").read_text().replace("max_steps: 4", "max_steps: 1"))
+    assert main(["make-sft-data", "--dataset", str(dataset.path), "--out", str(tmp_path / "failed"),
+                 "--config", str(tight)]) == 2
+    assert f"left out searches: expert failed {len(dataset)}" in capsys.readouterr().out
+    for bad in ("../escape", "/tmp/abs"):
+        doc["episodes"][0]["id"] = bad
+        path = dataset.path.parent / f"bad-{len(bad)}.json"
+        path.write_text(json.dumps(doc))
+        assert main(["make-sft-data", "--dataset", str(path), "--out", str(tmp_path / f"o{len(bad)}"),
+                     "--config", str(root / "small.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert f"episode id {bad!r} would write outside" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "escape").exists()
 
 
 def test_a_bag_of_a_policy_search_follows_its_feedback(task, tmp_path):

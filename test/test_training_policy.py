@@ -51,6 +51,34 @@ def test_sampled_logprobs_are_what_the_scorer_gives_for_the_same_ids(sampler, ob
         assert (scored >= free - 1e-5).all()
 
 
+def test_with_top_p_the_stored_logprobs_are_those_after_the_nucleus_cut(qwen_dir, obs_list):
+    cut = QwenPolicy.from_pretrained(model=qwen_dir, decoding="sample", seed=2, top_p=0.6)
+    differ = 0
+    for obs in obs_list:
+        d = cut.act(obs)
+        enc = cut.encode(cut.prompt(obs))
+        with torch.no_grad():
+            after = cut.logprobs(enc, d.info["token_ids"], top_p=0.6)
+            before = cut.logprobs(enc, d.info["token_ids"])
+        assert torch.allclose(after, torch.tensor(d.info["logprobs"]), atol=1e-4)
+        assert (after >= before - 1e-6).all()  # renormalised over fewer tokens
+        differ += int(not torch.allclose(after, before, atol=1e-4))
+    assert differ > 0  # the cut removed mass somewhere
+
+
+@pytest.mark.parametrize("decoding", ["constrained", "sample"])
+def test_act_batch_decides_as_one_by_one(qwen_dir, obs_list, decoding):
+    one, batch = (QwenPolicy.from_pretrained(model=qwen_dir, decoding=decoding, seed=5) for _ in range(2))
+    singles = [one.act(obs) for obs in obs_list]
+    batched = batch.act_batch(obs_list)  # left-padded prompts of different lengths (views 1 and 2 of episodes)
+    assert len({len(d.info.get("prompt_ids", [])) or d.info["prompt_tokens"] for d in batched}) > 1
+    assert [d.text for d in batched] == [d.text for d in singles]
+    if decoding == "sample":  # the same draws, the same log-probs (to rounding)
+        for a, b in zip(singles, batched):
+            assert a.info["token_ids"] == b.info["token_ids"]
+            assert torch.allclose(torch.tensor(a.info["logprobs"]), torch.tensor(b.info["logprobs"]), atol=1e-5)
+
+
 def test_a_cold_sampler_writes_the_constrained_greedy_answer(qwen_dir, obs_list):
     cold = QwenPolicy.from_pretrained(model=qwen_dir, decoding="sample", temperature=1e-4)
     greedy = QwenPolicy.from_pretrained(model=qwen_dir)

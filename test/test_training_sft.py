@@ -1,8 +1,8 @@
-"""SFT end to end on the tiny model: make-sft-data → train-sft → eval with the adapter, learning asserted.
+"""SFT on the tiny model: make-sft-data → train-sft, its loss, accuracy, log and resume.
 
-The tasks are test/training_fixtures.py's simple tasks (the instruction decides between a turn to the
-right and one to the left, then a STOP box; or a target straight ahead); held-out scenes come from
-another seed.
+The task is test/training_fixtures.py's simple task (the instruction decides between a turn to the
+right and one to the left, then a STOP box); held-out scenes come from another seed. Whether the
+policy follows the instruction in eval is the learning ladder's question (test_learning_ladder.py).
 """
 from __future__ import annotations
 
@@ -29,20 +29,20 @@ lora:   # the tiny model's random output layer needs adapting too (a real model'
   dropout: 0.0
   target_modules: '^model\\.language_model\\.layers\\.\\d+\\.(self_attn\\.(q|k|v|o)_proj|mlp\\.(gate|up|down)_proj)$|^lm_head$'
 sft: {learning_rate: 1.0e-2, gradient_accumulation: 1, warmup_ratio: 0.0, logging_steps: 10, save_steps: 100}
-grpo: {group_size: 4, learning_rate: 1.0e-2, beta: 0.04}
+grpo: {group_size: 4, learning_rate: 1.0e-3, beta: 0.04}
 """
-STEPS = 300
+STEPS = 400
 
 
-def _sft_run(root, name: str, steps: int, ahead: bool = False):
+def _sft_run(root, name: str, steps: int):
     """Build the task's train and held-out data with make-sft-data and train on it with train-sft."""
     model = root / "qwen-tiny"
     if not model.exists():
-        build_tiny_qwen(model, seed=0, init_std=0.2)
+        build_tiny_qwen(model, seed=0)
         (root / "training.yaml").write_text(TINY_TRAINING_YAML)
     seek = small_config(root / "small.yaml")
     for part, scenes, seed in (("train", 8, 1), ("heldout", 4, 2)):
-        simple_task(root / f"{name}-{part}", scenes, seed, ahead=ahead)
+        simple_task(root / f"{name}-{part}", scenes, seed)
         assert main(["make-sft-data", "--dataset", str(root / f"{name}-{part}"), "--out",
                      str(root / f"{name}-{part}-data"), "--config", str(seek)]) == 0
     assert main(["train-sft", "--data", str(root / f"{name}-train-data"), "--model", str(model), "--out",
@@ -103,22 +103,6 @@ def test_train_sft_logs_steps_and_resumes_from_its_checkpoint(trained):
                  "--max-steps", str(STEPS + 20), "--config", str(root / "training.yaml"), "--seek-config", str(seek),
                  "--resume", "--quiet"]) == 0
     assert [m["step"] for m in _metrics(root / "turn-run" / "metrics.jsonl")][-3:] == [STEPS, STEPS + 10, STEPS + 20]
-
-
-def test_the_sft_adapter_beats_the_untrained_model_in_eval(root, capsys):
-    """On the target-ahead task (the tiny model does not learn to tell the view after a turn from the
-    start view within this budget, so the two-step task's SR stays 0; see the README)."""
-    model, seek = _sft_run(root, "ahead", 80, ahead=True)
-    sr = {}
-    for name, extra in (("untrained", []), ("sft", ["--adapter", str(root / "ahead-run" / "adapter")])):
-        out = root / f"eval-{name}"
-        assert main(["eval", "--dataset", str(root / "ahead-heldout"), "--policy", "qwen", "--model", str(model),
-                     "--config", str(seek), "--out", str(out), "--quiet"] + extra) == 0
-        sr[name] = json.loads((out / "summary.json").read_text())["sr"]
-    with capsys.disabled():
-        print(f"\npanoseeker eval on the held-out target-ahead task: SR untrained {100 * sr['untrained']:.1f}%, "
-              f"SFT adapter {100 * sr['sft']:.1f}%")
-    assert sr["sft"] > sr["untrained"] + 0.5
 
 
 def test_a_bad_training_yaml_is_one_line(tmp_path):

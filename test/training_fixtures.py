@@ -3,8 +3,7 @@
 :func:`simple_task`: every scene holds a red square 120° to the right of the start heading and a blue
 circle 120° to the left (both at the horizon, 80° wide, out of the start view); the instruction names
 one of them. The expert answers MOVE +120 0 or MOVE -120 0, then STOP with the box of the centred
-target: the move depends on the instruction, the room and the start heading vary. With ``ahead`` the
-scene holds one red square straight ahead of the start instead, and the expert stops at once.
+target: the move depends on the instruction, the room and the start heading vary.
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from panoseeker_ros.core.geometry import Pose, spherical_centroid, wrap_deg
 from panoseeker_ros.core.scenes import SceneObject, _save_png, place_object, plain_room
 
 TARGETS = (("red", "square", 120.0), ("blue", "circle", -120.0))
-AHEAD = (("red", "square", 0.0),)
 
 SMALL_CAMERA_YAML = """\
 /**:
@@ -33,8 +31,8 @@ def small_config(path: Path, max_steps: int = 4) -> Path:
     return path
 
 
-def simple_task(root: Path, scenes: int, seed: int, width: int = 512, size: float = 80.0, ahead: bool = False) -> Path:
-    """``scenes`` scenes × 2 episodes (one per target; 1 with ``ahead``) of the simple task; returns dataset.json."""
+def simple_task(root: Path, scenes: int, seed: int, width: int = 512, size: float = 80.0) -> Path:
+    """``scenes`` scenes × 2 episodes (one per target) of the simple task; returns dataset.json."""
     rng = np.random.default_rng(seed)
     (root / "scenes").mkdir(parents=True, exist_ok=True)
     specs = []
@@ -42,10 +40,10 @@ def simple_task(root: Path, scenes: int, seed: int, width: int = 512, size: floa
         theta0 = float(rng.choice(np.arange(-180, 180, 30)))
         erp = plain_room(rng, width)
         masks = [place_object(erp, SceneObject(shape, colour, wrap_deg(theta0 + dt), 0.0, size))
-                 for colour, shape, dt in (AHEAD if ahead else TARGETS)]
+                 for colour, shape, dt in TARGETS]
         scene = root / "scenes" / f"scene-{s:03d}.png"
         _save_png(scene, erp)
-        for k, ((colour, shape, _), mask) in enumerate(zip(AHEAD if ahead else TARGETS, masks)):
+        for k, ((colour, shape, _), mask) in enumerate(zip(TARGETS, masks)):
             mask_path = root / "scenes" / f"mask-{s:03d}-{k}.png"
             _save_png(mask_path, mask.astype(np.uint8) * 255)
             c = spherical_centroid(mask)

@@ -379,7 +379,7 @@ def load_aprs(root, split: str) -> Dataset:
         if isinstance(zh, str) and zh.strip():
             extra["instruction_zh"] = zh.strip()
         episodes.append(AprsEpisode(row.id, scene, instruction, category, start, "", centre,
-                                    {"polygons": [box_polygon(box, w, h)]}, extra, encoded))
+                                    {"polygons": [box_polygon(box, w, h)]}, extra, encoded=encoded))
     return Dataset(root, episodes, split)
 
 

@@ -65,6 +65,9 @@ class AlignmentConfig:
     tolerance_deg: float = 2.0  # ... and its centroid is farther than this off centre (track: on either axis)
 
 
+REWARD_KINDS = ("method", "hierarchical")  # core/rewards.py
+
+
 @dataclass
 class RewardConfig:
     """Reward and success constants; METHOD.md leaves them open, these are the package's choices."""
@@ -76,6 +79,11 @@ class RewardConfig:
     r_base: float = 1.0  # R_term when stopping within τ ...
     alpha: float = 1.0  # ... plus α·IoU
     r_pen: float = 1.0  # R_term = −R_pen when stopping farther than τ
+    kind: str = "method"  # per-move reward: method (R_eff) | hierarchical (core/rewards.py)
+    guidance_steps: int = 2  # hierarchical: the first moves get ±guidance (toward the target or not)
+    guidance: float = 0.5
+    step_bonus: float = 0.2  # hierarchical: move t earns step_bonus · bonus_decay^(t−1)
+    bonus_decay: float = 0.5
 
 
 @dataclass
@@ -121,6 +129,8 @@ def config_from_dict(params: dict) -> SeekConfig:
     cfg = SeekConfig(**{name: _fill(cls, params.get(name, {}), name) for name, cls in SECTIONS.items()})
     if cfg.episode.max_steps < 1:
         raise ConfigError("episode.max_steps must be at least 1")
+    if cfg.reward.kind not in REWARD_KINDS:
+        raise ConfigError(f"reward.kind {cfg.reward.kind!r} is unknown; choose one of {', '.join(REWARD_KINDS)}")
     if cfg.alignment.max_looks < 0:
         raise ConfigError("alignment.max_looks must be 0 or more")
     if cfg.alignment.centering_moves < 0:

@@ -31,6 +31,12 @@ Rules checked when the file is loaded (one line naming the episode and the field
   non-zero area, and the mask (PNG or polygons) covers at least one pixel; a PNG mask has the scene's size.
 * ``centroid`` (the area-weighted spherical centroid of the mask) may be left out, and is then
   computed from the mask; when given it must lie within ``CENTROID_TOLERANCE_DEG`` of the mask's.
+
+Every annotated object of a scene, not only the targets, may be listed in an optional top-level
+``"objects"`` list (``{"scene": ..., "name": ..., "mask": {"png": ...} | {"polygons": ...}}``, checked
+like a target mask). A box-prompted segmenter in simulation answers with the object a box frames best,
+so it needs them: each episode's :attr:`EpisodeSpec.objects` holds the other annotated objects of its
+scene, from that list and from the targets of the other episodes on the same scene.
 """
 from __future__ import annotations
 
@@ -67,21 +73,26 @@ class EpisodeSpec:
     mask: dict  # {"png": Path} or {"polygons": [...]}
     extra: dict = field(default_factory=dict)
     box_level: ClassVar[bool] = False  # True: the ground truth is a box, not the target's outline (core.aprs)
+    objects: list = field(default_factory=list)  # [(name, mask dict)]: the scene's other annotated objects
 
     def load_scene(self) -> np.ndarray:
         return load_rgb(self.scene)
 
     def load_mask(self, width: int, height: int) -> np.ndarray:
         """The target mask as an ERP bool array (height, width)."""
-        if "png" in self.mask:
-            m = cv2.imread(str(self.mask["png"]), cv2.IMREAD_GRAYSCALE)
-            if m is None:
-                raise DatasetError(f"episode {self.id}: cannot read mask {self.mask['png']}; check the path")
-            if m.shape != (height, width):
-                raise DatasetError(f"episode {self.id}: mask {self.mask['png']} is {m.shape[1]}x{m.shape[0]}, "
-                                   f"the scene is {width}x{height}; save the mask at the scene's size")
-            return m > 127
-        return rasterize_polygons(self.mask["polygons"], width, height)
+        return read_mask(self.mask, width, height, f"episode {self.id}")
+
+    def load_objects(self, width: int, height: int) -> list[tuple[str, np.ndarray]]:
+        """The scene's other annotated objects as (name, ERP bool mask (height, width)), each once (an
+        object listed twice, or as the target too, is left out)."""
+        kept = [self.load_mask(width, height)]
+        out = []
+        for name, mask in self.objects:
+            pixels = read_mask(mask, width, height, f"episode {self.id}: object {name!r}")
+            if not any(np.array_equal(pixels, k) for k in kept):
+                kept.append(pixels)
+                out.append((name, pixels))
+        return out
 
     def to_json(self, root: Path) -> dict:
         mask = ({"png": _rel(self.mask["png"], root)} if "png" in self.mask else {"polygons": self.mask["polygons"]})
@@ -89,6 +100,19 @@ class EpisodeSpec:
                 "category": self.category, "initial_pose": self.initial_pose.as_dict(),
                 "target": {"name": self.target_name, "centroid": self.target_centroid.as_dict(), "mask": mask},
                 **self.extra}
+
+
+def read_mask(mask: dict, width: int, height: int, where: str) -> np.ndarray:
+    """A parsed mask field (``{"png": Path}`` or ``{"polygons": [...]}``) as an ERP bool array (height, width)."""
+    if "png" in mask:
+        m = cv2.imread(str(mask["png"]), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise DatasetError(f"{where}: cannot read mask {mask['png']}; check the path")
+        if m.shape != (height, width):
+            raise DatasetError(f"{where}: mask {mask['png']} is {m.shape[1]}x{m.shape[0]}, "
+                               f"the scene is {width}x{height}; save the mask at the scene's size")
+        return m > 127
+    return rasterize_polygons(mask["polygons"], width, height)
 
 
 def _rel(path, root: Path) -> str:
@@ -320,12 +344,51 @@ def load_dataset(path, split: str | None = None) -> Dataset:
             raise DatasetError(f"{path.name}: episodes[{i}].id {ep.id!r} is used twice; ids must be unique")
         seen.add(ep.id)
         episodes.append(ep)
+    attach_scene_objects(episodes, _scene_objects(doc.get("objects", []), path, scenes))
     return Dataset(path, episodes)
 
 
-def save_dataset(path, episodes: list[EpisodeSpec]) -> Path:
+def _scene_objects(raw, path: Path, scenes: _SceneCheck) -> list[tuple[Path, str, dict]]:
+    """The top-level ``objects`` list, validated: (scene path, name, parsed mask) per entry."""
+    if not isinstance(raw, list):
+        raise DatasetError(f"{path.name}: field 'objects' must be a list of {{scene, name, mask}} entries")
+    out = []
+    for i, obj in enumerate(raw):
+        where = f"{path.name}: objects[{i}]"
+        scene = path.parent / _need(obj, "scene", str, where)
+        width, height = scenes.size(scene, where)
+        name = _need(obj, "name", str, where)
+        mask, _ = _target_mask(_need(obj, "mask", dict, where), path.parent, width, height, f"{where}.mask")
+        out.append((scene, name, mask))
+    return out
+
+
+def _mask_key(mask: dict) -> str:
+    return str(Path(mask["png"]).resolve()) if "png" in mask else json.dumps(mask["polygons"])
+
+
+def attach_scene_objects(episodes: list[EpisodeSpec], listed=()) -> None:
+    """Fill each episode's ``objects`` with the other annotated objects of its scene: ``listed``
+    ((scene, name, mask) entries) and the other episodes' targets, each mask once."""
+    by_scene: dict[Path, dict[str, tuple[str, dict]]] = {}
+    for scene, name, mask in listed:
+        by_scene.setdefault(Path(scene).resolve(), {}).setdefault(_mask_key(mask), (name, mask))
+    for ep in episodes:
+        by_scene.setdefault(Path(ep.scene).resolve(), {}).setdefault(_mask_key(ep.mask), (ep.target_name, ep.mask))
+    for ep in episodes:
+        own = _mask_key(ep.mask)
+        ep.objects = [v for k, v in by_scene[Path(ep.scene).resolve()].items() if k != own]
+
+
+def save_dataset(path, episodes: list[EpisodeSpec], objects=()) -> Path:
+    """Write ``dataset.json``; ``objects``: (scene path, name, mask dict) of every annotated object
+    (the top-level ``objects`` list; optional)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "version": VERSION, "episodes": [ep.to_json(path.parent) for ep in episodes]}
+    if objects:
+        doc["objects"] = [{"scene": _rel(scene, path.parent), "name": name,
+                           "mask": {"png": _rel(mask["png"], path.parent)} if "png" in mask else mask}
+                          for scene, name, mask in objects]
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path

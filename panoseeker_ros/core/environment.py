@@ -29,7 +29,8 @@ class SimScene:
         h, w = erp.shape[:2]
         self.camera = PanoramaCamera(erp, self.intrinsics,
                                      (self.config.camera.tilt_min_deg, self.config.camera.tilt_max_deg), renderer)
-        self.truth = GroundTruth(spec.load_mask(w, h), spec.target_centroid, spec.target_name, spec.box_level)
+        self.truth = GroundTruth(spec.load_mask(w, h), spec.target_centroid, spec.target_name, spec.box_level,
+                                 tuple(spec.load_objects(w, h)))
 
     def episode(self) -> Episode:
         """A fresh stepper for this scene, scored against its ground truth."""

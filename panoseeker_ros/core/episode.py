@@ -97,12 +97,14 @@ class Segmenter(Protocol):
 @dataclass
 class GroundTruth:
     """What the simulator knows about the target: its ERP mask (H, 2H) bool and centroid. ``box_level``:
-    the mask is the target's ERP box (the official benchmark files carry no outline), so IoU is box-level."""
+    the mask is the target's ERP box (the official benchmark files carry no outline), so IoU is box-level.
+    ``objects``: the scene's other annotated objects as (name, ERP mask) pairs (what a box may frame instead)."""
 
     mask: np.ndarray
     centroid: Pose
     name: str = ""
     box_level: bool = False
+    objects: tuple = ()
 
 
 # ---------------------------------------------------------------------------- requests and answers
@@ -354,7 +356,7 @@ class Episode:
         if self.initial_pose is None:
             self.initial_pose = frame.pose
         elif self.truth is not None:  # the answer to a Move: R_eff for the last decision
-            reward = step_reward(self.path[-1], frame.pose, self.truth.centroid, self.config.reward)
+            reward = step_reward(self.path[-1], frame.pose, self.truth.centroid, self.config.reward, len(self.records))
             self.records[-1].reward = reward
         self.path.append(frame.pose)
         self.egosphere.integrate(frame.view, frame.pose)

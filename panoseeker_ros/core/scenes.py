@@ -613,9 +613,10 @@ def generate_benchmark(out_dir, n_scenes: int = 8, episodes_per_scene: int = 4, 
                        background="plain", erp_width: int = 2048, fov_deg=DEFAULT_FOV_DEG) -> Path:
     """Write a seeded synthetic benchmark and return the path of its ``dataset.json``.
 
-    Files: ``dataset.json`` (episodes, each with its structured ``query``), ``scenes/scene-NNN.png``
-    (ERP, erp_width × erp_width/2), ``masks/sNNN-eKK.png`` (target masks, 0/255) and ``objects.json``
-    (every scene's objects, for checking instructions). Same arguments → byte-identical files.
+    Files: ``dataset.json`` (episodes, each with its structured ``query``, and every object's mask in
+    its ``objects`` list), ``scenes/scene-NNN.png`` (ERP, erp_width × erp_width/2),
+    ``masks/sNNN-eKK.png`` (target masks, 0/255), ``masks/sNNN-oKK.png`` (every object's mask) and
+    ``objects.json`` (every scene's objects, for checking instructions). Same arguments → byte-identical files.
     """
     if int(n_scenes) < 1 or int(episodes_per_scene) < 1:
         raise SceneError(f"n_scenes={n_scenes} and episodes_per_scene={episodes_per_scene} must both be at least 1")
@@ -629,7 +630,7 @@ def generate_benchmark(out_dir, n_scenes: int = 8, episodes_per_scene: int = 4, 
     width = int(erp_width)
     base = None if background == "plain" else load_background(background, width)
     schedule = category_schedule(int(n_scenes) * int(episodes_per_scene), np.random.default_rng([seed, 1]))
-    episodes, scene_docs = [], []
+    episodes, scene_docs, annotated = [], [], []
     for s in range(int(n_scenes)):
         categories = schedule[s * episodes_per_scene:(s + 1) * episodes_per_scene]
         for attempt in range(SCENE_DRAWS):  # a layout that cannot serve its categories is drawn again
@@ -646,6 +647,10 @@ def generate_benchmark(out_dir, n_scenes: int = 8, episodes_per_scene: int = 4, 
         scene_path = out / "scenes" / f"scene-{s:03d}.png"
         _save_png(scene_path, erp)
         scene_docs.append({"scene": f"scenes/{scene_path.name}", "objects": [o.as_dict() for o in objects]})
+        for k, (obj, mask) in enumerate(zip(objects, masks)):  # every object annotated: boxes can frame any
+            object_mask = out / "masks" / f"s{s:03d}-o{k:02d}.png"
+            _save_png(object_mask, mask.astype(np.uint8) * 255)
+            annotated.append((scene_path, obj.name, {"png": object_mask}))
         for k, (query, text, start) in enumerate(items):
             ep_id = f"s{s:03d}-e{k:02d}"
             mask_path = out / "masks" / f"{ep_id}.png"
@@ -655,4 +660,4 @@ def generate_benchmark(out_dir, n_scenes: int = 8, episodes_per_scene: int = 4, 
             episodes.append(EpisodeSpec(ep_id, scene_path, text, query.category, start, objects[query.target].name,
                                         centroid, {"png": mask_path}, {"query": query.as_dict()}))
     (out / "objects.json").write_text(json.dumps({"seed": seed, "scenes": scene_docs}, indent=1) + "\n")
-    return save_dataset(out / "dataset.json", episodes)
+    return save_dataset(out / "dataset.json", episodes, annotated)

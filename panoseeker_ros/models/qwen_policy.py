@@ -22,8 +22,9 @@ one action. Two decoders:
 * ``decoding="sample"``: grammar-constrained sampling for reinforcement learning: at every token the
   logits of the allowed tokens, divided by ``temperature``, are renormalised (and cut to the ``top_p``
   nucleus) and one token is drawn from the policy's seeded generator. ``Decision.info`` then holds the
-  sampled ``token_ids``, their ``logprobs`` (log-softmax over the allowed tokens at ``temperature``,
-  before the nucleus cut: the distribution :meth:`QwenPolicy.logprobs` scores) and the ``prompt_ids``.
+  sampled ``token_ids``, their ``logprobs`` (of the distribution drawn from: log-softmax over the
+  allowed tokens at ``temperature``, renormalised over the ``top_p`` nucleus; what
+  :meth:`QwenPolicy.logprobs` gives with the same ``temperature`` and ``top_p``) and the ``prompt_ids``.
 
 Training reads the same objects: :meth:`QwenPolicy.training_inputs` appends answer token ids to the
 inference prompt (never re-tokenized text) and :meth:`QwenPolicy.logprobs` scores given answer ids with
@@ -287,7 +288,25 @@ class QwenPolicy:
     def act(self, obs: Observation) -> Decision:
         """Decide one step; unparseable answers follow the rule in the module docstring."""
         encoded = self.encode(self.prompt(obs))
-        answer = self.answer(encoded, self.decoding)
+        return self._decision(encoded, self.answer(encoded, self.decoding))
+
+    @torch.inference_mode()
+    def act_batch(self, observations) -> list[Decision]:
+        """Decide several observations at once (a GRPO group, ``eval --batch``): their prompts are
+        left-padded into one batch and prefilled in one forward pass (the images and the long prompt,
+        most of a step's work); each answer is then decoded from its own rows of the cache, in order, as
+        :meth:`act` decodes it, so the decisions (and a sampler's draws) are those of one by one, up to
+        floating-point rounding between batched and single kernels. ``greedy`` decodes one by one."""
+        observations = list(observations)
+        if len(observations) < 2 or self.decoding == "greedy":
+            return [self.act(obs) for obs in observations]
+        encoded = [self.encode(self.prompt(obs)) for obs in observations]
+        states = self._prefill_batch(encoded)
+        decode = self._decode_sample if self.decoding == "sample" else self._decode_constrained
+        return [self._decision(enc, decode(enc, state)) for enc, state in zip(encoded, states)]
+
+    def _decision(self, encoded: EncodedPrompt, answer: Answer) -> Decision:
+        """The Decision of a decoded answer, under the parse-failure rule (module docstring)."""
         failed: list[str] = []
         parsed = parse_action(answer.text)
         if not parsed.ok:
@@ -365,13 +384,15 @@ class QwenPolicy:
                 "pixel_values": enc.pixel_values, "image_grid_thw": enc.image_grid_thw}
 
     def logprobs(self, prompt: Prompt | EncodedPrompt, token_ids, grammar: bool = True, temperature: float = 1.0,
-                 model=None) -> torch.Tensor:
+                 model=None, top_p: float = 1.0) -> torch.Tensor:
         """Log-probabilities (n,) of the given answer ``token_ids`` (n ids) after ``prompt``, differentiable.
 
         One forward pass over prompt + answer whose output layer runs only at the n answer positions
         (``logits_to_keep``), so no (L, vocabulary) tensor is built. ``grammar``: log-softmax over the
         tokens the action grammar allows at each position (the distribution the ``sample`` decoder draws
-        from), else over the whole vocabulary (the supervised loss). ``temperature`` divides the logits.
+        from), else over the whole vocabulary (the supervised loss). ``temperature`` divides the logits;
+        ``top_p`` < 1 (with ``grammar``) renormalises over the nucleus of each position, as the sampler
+        draws, the given token always kept in it (a policy that moved since sampling may rank it lower).
         ``model``: the module to run (e.g. the wrapper an accelerator prepared; default the policy's).
         """
         batch = self.training_inputs(prompt, token_ids)
@@ -389,7 +410,13 @@ class QwenPolicy:
                 raise ValueError(f"answer token {token} at position {j} is outside the action grammar after "
                                  f"{text!r}; score it with grammar=False")
             row = logits[j].index_select(0, torch.tensor(allowed, dtype=torch.long, device=logits.device))
-            out.append(row[allowed.index(token)] - torch.logsumexp(row, dim=0))
+            at = allowed.index(token)
+            if top_p < 1.0:
+                with torch.no_grad():
+                    keep = nucleus(torch.softmax(row.detach(), dim=0), top_p) > 0
+                    keep[at] = True
+                row = row.masked_fill(~keep, float("-inf"))
+            out.append(row[at] - torch.logsumexp(row, dim=0))
             text += self.constraint.pieces[token] or ""
         return torch.stack(out)
 
@@ -533,14 +560,52 @@ class QwenPolicy:
              torch.cat([layer.values[..., :base, :], layer.values.index_select(-2, index)], dim=-2))
             for layer in cache.layers])
 
-    def _decode_constrained(self, encoded: EncodedPrompt) -> Answer:
+    def _prefill_batch(self, encoded: list[EncodedPrompt]) -> list[tuple]:
+        """Prefill several prompts in one left-padded forward pass; per prompt the state :meth:`_prefill`
+        returns (its own cache rows without the padding, last-token logits, M-RoPE delta, 0 reused)."""
+        from transformers import DynamicCache
+
+        width = max(e.length for e in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        ids = torch.full((len(encoded), width), int(pad), dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(ids)
+        mm = torch.zeros_like(ids, dtype=encoded[0].mm_token_type_ids.dtype)
+        for i, e in enumerate(encoded):
+            ids[i, width - e.length:] = e.input_ids[0]
+            mask[i, width - e.length:] = 1
+            mm[i, width - e.length:] = e.mm_token_type_ids[0]
+        pixels = [e.pixel_values for e in encoded if e.pixel_values is not None]
+        grids = [e.image_grid_thw for e in encoded if e.image_grid_thw is not None]
+        text = (mask.cumsum(-1) - 1).clamp(min=0).unsqueeze(0)
+        kwargs = {}
+        if grids:
+            mrope, _ = self._vl_model().get_rope_index(ids, mm_token_type_ids=mm, image_grid_thw=torch.cat(grids),
+                                                       attention_mask=mask)
+            positions = torch.cat([text, mrope.to(text.dtype)], dim=0)
+            kwargs.update(pixel_values=torch.cat(pixels), image_grid_thw=torch.cat(grids))
+        else:
+            positions = text.expand(4, -1, -1)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1, **kwargs)
+        states = []
+        for i, e in enumerate(encoded):
+            start = width - e.length
+            delta = int(positions[1:, i, start:].max()) + 1 - e.length
+            rows = DynamicCache(ddp_cache_data=[(layer.keys[i:i + 1, :, start:, :].clone(),
+                                                 layer.values[i:i + 1, :, start:, :].clone())
+                                                for layer in cache.layers])
+            states.append((rows, out.logits[i, -1], delta, 0))
+        return states
+
+    def _decode_constrained(self, encoded: EncodedPrompt, state=None) -> Answer:
         """Grammar-constrained greedy decoding. Each chosen token that does not end the answer is scored
         together with a draft trie of the grammar's continuations in one pass; while the greedy choices stay
         in that trie no further pass is needed. Choices are made from the logits alone, so the drafts change
         the number of passes, never the tokens."""
         grammar, constraint = self.grammar, self.constraint
         length = encoded.length
-        cache, logits, delta, reused = self._prefill(encoded)
+        cache, logits, delta, reused = self._prefill(encoded) if state is None else state
         passes, in_cache, drafted = 1, 0, 0  # forward passes; answer tokens in the cache; tokens read off tries
         trie, hidden, node, path = None, None, -1, []
         text, tokens = "", []
@@ -579,12 +644,12 @@ class QwenPolicy:
                                      "reused_prefix_tokens": reused, "forward_passes": passes,
                                      "drafted_tokens": drafted})
 
-    def _decode_sample(self, encoded: EncodedPrompt) -> Answer:
+    def _decode_sample(self, encoded: EncodedPrompt, state=None) -> Answer:
         """Grammar-constrained sampling (module docstring), one token per forward pass after the prompt.
         An end token that is drawn is part of ``tokens`` (and of the scored answer); an answer the grammar
         cannot extend ends without one, as in the constrained decoder."""
         grammar, constraint = self.grammar, self.constraint
-        cache, logits, delta, reused = self._prefill(encoded)
+        cache, logits, delta, reused = self._prefill(encoded) if state is None else state
         text, tokens, logps = "", [], []
         eos = set(self.eos_ids)
         while len(tokens) < MAX_ANSWER_TOKENS:
@@ -592,10 +657,11 @@ class QwenPolicy:
                 break
             allowed, allowed_t = constraint.allowed(text)
             logp = torch.log_softmax(logits.index_select(0, allowed_t).float() / self.temperature, dim=0).cpu()
-            k = int(torch.multinomial(nucleus(logp.exp(), self.top_p), 1, generator=self.generator))
+            kept = nucleus(logp.exp(), self.top_p)
+            k = int(torch.multinomial(kept, 1, generator=self.generator))
             token = allowed[k]
             tokens.append(token)
-            logps.append(float(logp[k]))
+            logps.append(float(logp[k]) if self.top_p >= 1.0 else float(torch.log(kept[k] / kept.sum())))
             if token in eos:
                 break
             text += constraint.pieces[token]

@@ -40,6 +40,7 @@ CHAT_TEMPLATE = (
 TINY_MAX_PIXELS = 256 * 192  # a 1024×768 view becomes 256×192 pixels: 48 image tokens
 TINY_MIN_PIXELS = 32 * 32
 TINY_SAM_IMAGE_SIZE = 224
+TINY_INIT_STD = 0.2  # the tiny policy's random weights: wide enough to learn from the prompt (tiny_qwen_config)
 
 _WORDS = ("the a an of to on in at by with next behind under above opposite left right front back near far "
           "turn around find look chair bed sofa table lamp door window plant picture mirror shelf desk tv "
@@ -89,17 +90,19 @@ def build_tiny_tokenizer(out_dir, seed: int = 0, vocab_size: int = 640):
     return tokenizer
 
 
-def tiny_qwen_config(tokenizer, vocab_size: int | None = None, init_std: float = 0.02):
+def tiny_qwen_config(tokenizer, vocab_size: int | None = None, init_std: float | None = None):
     """A Qwen3-VL config of the real architecture at toy size: 2 text layers of width 64, 2 vision layers
     of width 32, vision patch 16 with 2×2 merging, interleaved M-RoPE, deepstack on both vision layers.
 
-    ``init_std``: the standard deviation of the random text weights. At the usual 0.02 the attention of a
-    2-layer model is nearly uniform, so its last hidden state is almost the same for every prompt (cosine
-    > 0.998 on the simple training task); 0.2 sharpens it so that a LoRA adapter can learn from the
-    prompt in a few hundred CPU steps (the training tests)."""
+    ``init_std``: the standard deviation of the random weights (``TINY_INIT_STD``, 0.2). At the usual
+    0.02 the attention of a 2-layer model of width 64 is nearly uniform, so its last hidden state is
+    almost the same for every prompt (cosine > 0.998 on a two-target task) and no adapter learns from
+    the instruction in a CPU budget; at 0.2 the attention is sharp enough that a LoRA adapter learns
+    to follow the instruction in a few hundred CPU steps (``bench/learning.py``)."""
     from transformers import Qwen3VLConfig
     from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLTextConfig, Qwen3VLVisionConfig
 
+    init_std = TINY_INIT_STD if init_std is None else float(init_std)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     vocab = vocab_size or 64 * ((len(tokenizer) + 63) // 64)
     text = Qwen3VLTextConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -144,7 +147,7 @@ def save_qwen_processor_files(out_dir, tokenizer, image_processor) -> None:
     Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2).save_pretrained(str(out_dir))
 
 
-def build_tiny_qwen(out_dir, seed: int = 0, init_std: float = 0.02) -> Path:
+def build_tiny_qwen(out_dir, seed: int = 0, init_std: float | None = None) -> Path:
     """Tokenizer, processor, random-init Qwen3VLForConditionalGeneration and generation config in ``out_dir``
     (``init_std``: see :func:`tiny_qwen_config`)."""
     import torch

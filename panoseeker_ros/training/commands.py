@@ -10,7 +10,7 @@ def cmd_make_sft_data(args) -> int:
     from ..core.config import load_config
     from ..core.dataset import load_dataset
     from .bags import bag_demonstrations
-    from .demonstrations import DataError, RecordWriter, expert_demonstrations, reached, view_graph_demonstrations
+    from .demonstrations import DataError, RecordWriter, accepted, expert_demonstrations, view_graph_demonstrations
 
     if not args.dataset and not args.bag:
         raise DataError("give --dataset (expert demonstrations in the simulator) and/or --bag (recorded searches)")
@@ -24,13 +24,26 @@ def cmd_make_sft_data(args) -> int:
     for bag in args.bag or []:
         demos += [(r, s, "bag") for r, s in bag_demonstrations(bag, config)]
     counts: dict[str, int] = {}
+    left_out: dict[str, int] = {}
     with RecordWriter(out) as writer:
         for result, scene, source in demos:
-            if reached(result) or args.keep_failures:
-                counts[source] = counts.get(source, 0) + writer.add(result, source, scene)
+            ok = accepted(result, args.accept_unscored)
+            if ok or args.keep_failures:
+                counts[source] = counts.get(source, 0) + writer.add(result, source, scene, ok)
+            else:
+                why = "failed" if result.success is not None else "unscored"
+                left_out[f"{source} {why}"] = left_out.get(f"{source} {why}", 0) + 1
         if args.view_graph:
-            for result in view_graph_demonstrations([(r, s) for r, s, _ in demos], config, args.view_graph_limit):
+            for result in view_graph_demonstrations([(r, s) for r, s, _ in demos], config, args.view_graph_limit,
+                                                    args.accept_unscored):
                 counts["view-graph"] = counts.get("view-graph", 0) + writer.add(result, "view-graph")
+    if left_out:
+        print("left out searches: " + ", ".join(f"{k} {v}" for k, v in left_out.items()) +
+              ("; a recorded search has no score: check that it ended on its target and pass --accept-unscored"
+               if any(k.endswith("unscored") for k in left_out) else ""))
+    if not writer.count:
+        (out / "records.jsonl").unlink()
+        raise DataError(f"no search was accepted, nothing written to {out}; see the searches left out above")
     print(f"wrote {writer.count} decisions to {out / 'records.jsonl'} (" +
           ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
     return 0
@@ -85,6 +98,9 @@ def register(subparsers) -> None:
                    help="add any-start-to-target demonstrations from each scene's graph of recorded views")
     p.add_argument("--view-graph-limit", type=int, default=None, help="at most this many per instruction")
     p.add_argument("--keep-failures", action="store_true", help="also write searches that did not succeed")
+    p.add_argument("--accept-unscored", action="store_true",
+                   help="recorded searches (bags) have no score: write those that end in STOP with a box, on "
+                        "the operator's word that they ended on their target (without it they are left out)")
     p.add_argument("--config", help="parameter YAML (camera, episode, reward; default: built-in defaults)")
     p.set_defaults(func=cmd_make_sft_data)
 

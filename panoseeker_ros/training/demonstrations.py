@@ -76,14 +76,18 @@ class RecordWriter:
         self.count = 0
         self._ids: set[str] = set()
 
-    def add(self, result: EpisodeResult, source: str, scene: str = "") -> int:
-        """Write every decision of ``result`` (its records carry their observations); returns how many."""
+    def add(self, result: EpisodeResult, source: str, scene: str = "", success: bool = True) -> int:
+        """Write every decision of ``result`` (its records carry their observations); returns how many.
+        ``success``: whether the search counts as successful (:func:`accepted`), stored on each record."""
         episode = result.id
         if episode in self._ids:
             raise DataError(f"episode id {episode!r} is written twice; demonstrations need unique ids")
+        images = (self.root / "images").resolve()
+        if not episode or not (images / episode).resolve().is_relative_to(images) or (images / episode).resolve() == images:
+            raise DataError(f"episode id {episode!r} would write outside {self.root / 'images'}; give the episode "
+                            f"a plain id (no '..', no leading '/')")
         self._ids.add(episode)
         history: list[dict] = []
-        success = reached(result)
         for rec in result.records:
             obs = rec.observation
             stem = f"images/{episode}/{rec.step:02d}"
@@ -111,13 +115,15 @@ class RecordWriter:
         self.close()
 
 
-def reached(result: EpisodeResult) -> bool:
-    """Did the search end at its target: success when scored (simulation), else a STOP with a box
-    (a recorded or replayed search, judged by whoever drew the box)."""
+def accepted(result: EpisodeResult, accept_unscored: bool = False) -> bool:
+    """The rule for a search to become SFT targets. Scored (simulation): it succeeded (final pose within
+    τ and IoU ≥ the threshold). Unscored (a recorded bag: nobody knows the target's mask): only with the
+    operator's confirmation that the bag's searches ended on their targets (``accept_unscored``,
+    ``make-sft-data --accept-unscored``), and then only if it ended in STOP with a box."""
     if result.success is not None:
         return bool(result.success)
     last = result.records[-1].action if result.records else None
-    return bool(last is not None and last.stop and last.box is not None and not result.truncated)
+    return bool(accept_unscored and last is not None and last.stop and last.box is not None and not result.truncated)
 
 
 def load_records(data_dir) -> list[dict]:
@@ -266,7 +272,8 @@ def _node(pose: Pose) -> tuple[int, int]:
 
 
 def view_graph_demonstrations(results: list[tuple[EpisodeResult, str]], config: SeekConfig,
-                              max_per_instruction: int | None = None) -> list[EpisodeResult]:
+                              max_per_instruction: int | None = None,
+                              accept_unscored: bool = False) -> list[EpisodeResult]:
     """New demonstrations from each scene's graph of views, successful trajectories or not.
 
     Nodes: every pose a decision was taken at (its recorded view; poses rounded to 1°), pooled over a
@@ -288,7 +295,7 @@ def view_graph_demonstrations(results: list[tuple[EpisodeResult, str]], config: 
         goals: dict[tuple[str, str], dict] = {}
         for r in group:
             last = r.records[-1].action if r.records else None
-            if reached(r) and last is not None and last.stop and last.box is not None and r.category not in START_RELATIVE:
+            if accepted(r, accept_unscored) and last is not None and last.stop and last.box is not None and r.category not in START_RELATIVE:
                 goals.setdefault((r.instruction, r.category), {})[_node(r.records[-1].pose)] = (last, r)
         for (instruction, category), targets in goals.items():
             starts = {_node(r.records[0].pose) for r in group if r.instruction == instruction and r.records}

@@ -121,6 +121,9 @@ def train_sft(data_dir, model: str, out, settings: TrainingSettings | None = Non
     from accelerate import PartialState
 
     device = PartialState().device  # this process's device under accelerate launch (not every process on GPU 0)
+    from transformers import set_seed
+
+    set_seed(s.seed)  # before the LoRA weights are drawn: a seed gives one run
     policy = trainable_policy(model, settings.lora, config, memory=s.memory, precision=s.precision,
                               device=str(device))
     dtype = precision_dtype(s.precision)
