@@ -56,7 +56,8 @@ class OracleSegmenter:
         """The tracked object on a later view: all of the ground truth that view sees (empty: lost)."""
         return project_erp_mask(self.truth.mask, pose, self.intrinsics)
 
-    def segment(self, view: np.ndarray, box_px, pose: Pose) -> np.ndarray:
+    def segment(self, view: np.ndarray, box_px, pose: Pose, points=None, labels=None) -> np.ndarray:
+        """Point prompts (VBR) do not change the answer: the box alone decides what the oracle returns."""
         mask = project_erp_mask(self.truth.mask, pose, self.intrinsics)
         x1, y1, x2, y2 = (int(round(v)) for v in box_px)
         inside = np.zeros_like(mask)
