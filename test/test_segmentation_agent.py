@@ -268,3 +268,55 @@ def test_bad_segmentation_settings_are_one_line_errors(section, fix):
     with pytest.raises(ConfigError, match=fix.replace("[", "\\[").replace("]", "\\]")) as info:
         config_from_dict({"segmentation": section})
     assert "\n" not in str(info.value) and "segmentation." in str(info.value)
+
+
+# -- the Qwen policy: the same weights answer review turns and VBR questions ------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    from models_fixtures import tiny_model_dirs
+    from panoseeker_ros.models.qwen_policy import QwenPolicy
+
+    return QwenPolicy.from_pretrained(model=tiny_model_dirs()["qwen"])
+
+
+def review_observations(n=3):
+    """Review-turn observations: the expert's perturbed first boxes on the sample's first episodes."""
+    out = []
+    for spec in load_dataset(sample_dataset()).episodes[:n]:
+        scene = SimScene(spec, config())
+        policy = PerturbedStops(make_policy("expert", scene.config, scene.truth), seed=1)
+        seg = make_segmenter("oracle", scene.config, scene.truth)
+        episode = scene.episode()
+        req = scene.start(episode)
+        while not (isinstance(req, Decide) and req.observation.review is not None):
+            req = episode.observe(answer(req, scene.camera, policy, seg))
+        out.append(req.observation)
+    return out
+
+
+def test_qwen_answers_review_turns_in_the_review_grammar(qwen):
+    from panoseeker_ros.core.visualize import review_picture
+
+    for obs in review_observations():
+        prompt = qwen.prompt(obs)
+        assert np.array_equal(prompt.images[0], review_picture(obs.view, obs.review.mask, obs.review.box))
+        assert "ACCEPT" in prompt.messages[0]["content"] and not np.array_equal(prompt.images[0], obs.view)
+        decision = qwen.act(obs)
+        assert parse_action(decision.text, "review").action == decision.action and not decision.action.stop
+        enc = qwen.encode(prompt)
+        fast, slow = qwen.answer(enc, "constrained", "review"), qwen.answer(enc, "generate-constrained", "review")
+        assert fast.tokens == slow.tokens  # the draft-trie decoder, review grammar included
+        scored = qwen.logprobs(enc, fast.tokens, turn="review")
+        assert scored.shape == (len(fast.tokens),) and bool((scored <= 0).all())
+
+
+def test_qwen_verifies_points_in_one_batched_pass(qwen):
+    obs = review_observations(1)[0]
+    points = [(100.0, 100.0), (512.0, 384.0), (900.0, 700.0)]
+    together = qwen.verify(obs.view, obs.pose, obs.instruction, points)
+    alone = [qwen.verify(obs.view, obs.pose, obs.instruction, [p])[0] for p in points]
+    assert np.allclose(together, alone, atol=1e-5) and all(0.0 < c < 1.0 for c in together)
+    assert len(set(np.round(together, 7))) == 3  # the marker reaches the model: each point has its own answer
+    assert qwen.verify(obs.view, obs.pose, obs.instruction, []) == []
