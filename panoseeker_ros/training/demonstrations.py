@@ -22,6 +22,7 @@ recorded search, :mod:`.bags`). Every demonstration runs through the core Episod
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from dataclasses import dataclass
@@ -252,7 +253,10 @@ def replay(instruction: str, frames: list[Frame], actions: list[Action], config:
     if len(actions) > config.episode.max_steps:
         raise DataError(f"demonstration {episode_id} has {len(actions)} decisions, more than episode.max_steps="
                         f"{config.episode.max_steps}; raise it in the parameter YAML")
-    scene = _ReplayScene(_ReplayCamera(frames), instruction, config, episode_id, category)
+    # the search ends at STOP: no mask is judged, so no segmentation turns (their records come with the source)
+    quiet = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, max_refinements=0,
+                                                                         point_prompts="none"))
+    scene = _ReplayScene(_ReplayCamera(frames), instruction, quiet, episode_id, category)
     return run_episode(scene, _ScriptedPolicy(actions), _NoMask())
 
 
