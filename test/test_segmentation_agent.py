@@ -312,6 +312,16 @@ def test_qwen_answers_review_turns_in_the_review_grammar(qwen):
         assert scored.shape == (len(fast.tokens),) and bool((scored <= 0).all())
 
 
+def test_an_unparseable_review_answer_accepts_the_mask(qwen, monkeypatch):
+    from panoseeker_ros.models.qwen_policy import Answer
+
+    obs = review_observations(1)[0]
+    monkeypatch.setattr(qwen, "answer", lambda encoded, how, turn="search": Answer("STOP [1, 2, 3, 4]", [], {}))
+    decision = qwen.act(obs)  # a search answer on a review turn does not parse there
+    assert decision.action == Action.accept_mask() and decision.parse_failures == 1
+    assert "answers a search turn" in decision.info["parse_error"]
+
+
 def test_qwen_verifies_points_in_one_batched_pass(qwen):
     obs = review_observations(1)[0]
     points = [(100.0, 100.0), (512.0, 384.0), (900.0, 700.0)]

@@ -92,37 +92,33 @@ class RecordWriter:
         self._ids.add(episode)
         history: list[dict] = []
         success = reached(result)
-        for rec in result.records:
+
+        def line(rec, name: str, stem: str, **extra) -> dict:
+            """The record ``episode/name`` of one decision, its view and canvas written under ``stem``."""
             obs = rec.observation
-            stem = f"images/{episode}/{rec.step:02d}"
             view, canvas = f"{stem}-view.png", f"{stem}-canvas.png"
             _save_png(self.root / view, obs.view)
             _save_png(self.root / canvas, obs.canvas)
-            line = {"id": f"{episode}/{rec.step}", "episode": episode, "source": source, "scene": scene,
-                    "category": result.category, "instruction": result.instruction, "step": obs.step,
-                    "pose": obs.pose.as_dict(), "initial_pose": obs.initial_pose.as_dict(),
+            return {"id": f"{episode}/{name}", "episode": episode, "source": source,
+                    "scene": scene, "category": result.category, "instruction": result.instruction,
+                    "step": obs.step, "pose": obs.pose.as_dict(), "initial_pose": obs.initial_pose.as_dict(),
                     "trajectory": [p.as_dict() for p in obs.trajectory], "view": view, "canvas": canvas,
-                    "canvas_style": obs.canvas_style, "history": list(history), "answer": rec.action.to_text(),
+                    "canvas_style": obs.canvas_style, "history": list(history), **extra,
                     "success": bool(success)}
-            line["answer"] = demonstrated(rec).to_text()
-            self._lines.write(json.dumps(line, ensure_ascii=False) + "\n")
-            history.append({"step": rec.step, "pose": rec.pose.as_dict(), "action": line["answer"], "view": view})
+
+        for rec in result.records:
+            record = line(rec, str(rec.step), f"images/{episode}/{rec.step:02d}", answer=demonstrated(rec).to_text())
+            self._lines.write(json.dumps(record, ensure_ascii=False) + "\n")
+            history.append({"step": rec.step, "pose": rec.pose.as_dict(), "action": record["answer"],
+                            "view": record["view"]})
             self.count += 1
         for rec in result.reviews:  # the turns after STOP, each with the mask it judged
-            obs, stem = rec.observation, f"images/{episode}/r{rec.step}"
-            view, canvas, mask = f"{stem}-view.png", f"{stem}-canvas.png", f"{stem}-mask.png"
-            _save_png(self.root / view, obs.view)
-            _save_png(self.root / canvas, obs.canvas)
-            _save_png(self.root / mask, np.repeat(obs.review.mask[..., None].astype(np.uint8) * 255, 3, axis=2))
-            line = {"id": f"{episode}/r{rec.step}", "episode": episode, "source": source, "scene": scene,
-                    "category": result.category, "instruction": result.instruction, "step": obs.step,
-                    "pose": obs.pose.as_dict(), "initial_pose": obs.initial_pose.as_dict(),
-                    "trajectory": [p.as_dict() for p in obs.trajectory], "view": view, "canvas": canvas,
-                    "canvas_style": obs.canvas_style, "history": list(history), "turn": "review",
-                    "review": {"mask": mask, "box": list(obs.review.box), "turn": obs.review.turn,
-                               "refinements": obs.review.refinements},
-                    "answer": rec.action.to_text(), "success": bool(success)}
-            self._lines.write(json.dumps(line, ensure_ascii=False) + "\n")
+            stem, review = f"images/{episode}/r{rec.step}", rec.observation.review
+            mask = f"{stem}-mask.png"
+            _save_png(self.root / mask, np.repeat(review.mask[..., None].astype(np.uint8) * 255, 3, axis=2))
+            shown = {"mask": mask, "box": list(review.box), "turn": review.turn, "refinements": review.refinements}
+            record = line(rec, f"r{rec.step}", stem, turn="review", review=shown, answer=rec.action.to_text())
+            self._lines.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.count += 1
         return len(result.records) + len(result.reviews)
 

@@ -13,7 +13,9 @@ One update:
    KL = exp(log π_ref − log π) − (log π_ref − log π) − 1; the reference π_ref is the model with the RL
    adapter switched off (the merged SFT model, or the base model without ``--adapter``); turns are
    averaged over the group. Each turn is scored by :meth:`QwenPolicy.logprobs` on exactly the sampled
-   token ids after the re-encoded prompt, which is checked against the stored prompt ids.
+   token ids after the re-encoded prompt, which is checked against the stored prompt ids. The review
+   turns after STOP (ACCEPT | REFINE | MOVE, ``EpisodeResult.reviews``) are turns like the others, scored
+   in the review grammar: the return they share charges each refinement and pays the final IoU.
 
 Gradients accumulate per trajectory (G backward passes, one optimizer step per update), with
 ``accelerate`` handling devices, precision, DDP, DeepSpeed ZeRO-2 or FSDP from its launch config; each
@@ -118,13 +120,13 @@ def train_grpo(dataset_path, model: str, out, settings: TrainingSettings | None 
                                [_segmenter(segmenter, config, s.truth, shared_segmenter) for s in scenes])
         rewards = [r.reward for r in results]
         advantages = group_advantages(rewards)
-        turns = sum(len(r.records) for r in results)
+        turns = sum(len(r.records) + len(r.reviews) for r in results)  # review turns are optimised too
         peft_model.train()
         stats = {"kl": [], "clip": [], "loss": 0.0}
         for result, advantage in zip(results, advantages):
             with accelerator.accumulate(wrapped):
                 loss = torch.zeros((), device=accelerator.device)
-                for rec in result.records:
+                for rec in result.records + result.reviews:
                     loss = loss + _turn(policy, wrapped, peft_model, rec, float(advantage), g, stats) / turns
                 # accelerate divides by the accumulation steps (G); the update is the mean over turns
                 accelerator.backward(loss * g.group_size)
@@ -162,9 +164,10 @@ def _turn(policy, wrapped, peft_model, rec, advantage: float, g, stats) -> torch
                            "the prompt builder or encoder is not deterministic")
     tokens = info["token_ids"]
     old = torch.tensor(info["logprobs"], dtype=torch.float32, device=enc.input_ids.device)
-    new = policy.logprobs(enc, tokens, grammar=True, temperature=g.temperature, model=wrapped)
+    turn = rec.observation.turn  # a search or a review turn: scored in its own grammar
+    new = policy.logprobs(enc, tokens, grammar=True, temperature=g.temperature, model=wrapped, turn=turn)
     with torch.no_grad(), peft_model.disable_adapter():
-        ref = policy.logprobs(enc, tokens, grammar=True, temperature=g.temperature, model=peft_model)
+        ref = policy.logprobs(enc, tokens, grammar=True, temperature=g.temperature, model=peft_model, turn=turn)
     loss, s = turn_loss(new, old, ref, advantage, g.epsilon, g.beta)
     stats["kl"].append(s["kl"])
     stats["clip"].append(s["clip"])
