@@ -1,7 +1,7 @@
 """Refinement over turns, measured: how many wrong first masks a review recovers, and what it costs.
 
     python bench/refinement.py [--dataset sim/bedroom] [--seeds 0 1 2] [--rate 0.5] [--out out/refinement]
-    python bench/refinement.py --ladder [--seeds 0 1 2] [--sft-steps 900] [--out out/refinement-ladder]
+    python bench/refinement.py --ladder [--seeds 0 1 2] [--sft-steps 3000] [--out out/refinement-ladder]
 
 A searcher whose STOP boxes are made wrong with probability ``--rate`` (models.baselines.PerturbedStops:
 shifted, too large, a neighbour; the draw is seeded per seed, episode and step) runs every episode three
@@ -121,7 +121,11 @@ def trained_rows(args, out: Path) -> tuple[list, str]:
     from panoseeker_ros.models.qwen_policy import QwenPolicy
     from panoseeker_ros.models.tiny import build_tiny_qwen
     from panoseeker_ros.training.demonstrations import RecordWriter, expert_demonstrations
-    from panoseeker_ros.training.ladder import direction_task, ladder_config, tiny_settings
+    try:
+        from panoseeker_ros.training.ladder import direction_task, ladder_config, tiny_settings
+    except ImportError:
+        raise SystemExit("--ladder needs the learning ladder (panoseeker_ros/training/ladder.py); run without "
+                         "--ladder, or on a tree that has it") from None
     from panoseeker_ros.training.sft import train_sft
 
     torch.set_num_threads(1)
@@ -162,7 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=float, default=0.5, help="share of STOP boxes made wrong")
     p.add_argument("--out", default=None, help="default out/refinement (out/refinement-ladder with --ladder)")
     p.add_argument("--ladder", action="store_true", help="a trained tiny policy on the learning ladder's task")
-    p.add_argument("--sft-steps", type=int, default=900)
+    p.add_argument("--sft-steps", type=int, default=3000)
     p.add_argument("--train-scenes", type=int, default=24)
     p.add_argument("--heldout-scenes", type=int, default=16)
     args = p.parse_args(argv)
