@@ -292,7 +292,8 @@ def test_the_benchmark_wherever_a_dataset_is_taken(tmp_path, capsys):
         load_sim_env(str(root), "", SeekConfig(), "policy_node")
     assert cli.main(["make-sft-data", "--dataset", str(root), "--split", "train", "--out", str(tmp_path / "sft")]) == 0
     records = [json.loads(line) for line in (tmp_path / "sft" / "records.jsonl").read_text().splitlines()]
-    assert {r["episode"] for r in records} == {"test_0", "second"} and records[-1]["answer"].startswith("STOP [")
+    search = [r for r in records if r.get("turn") != "review"]  # each search is followed by its review turn
+    assert {r["episode"] for r in records} == {"test_0", "second"} and search[-1]["answer"].startswith("STOP [")
     from panoseeker_ros.training.demonstrations import record_observation
 
     assert records[0]["canvas_style"] == "official"  # training prompts describe the picture the record holds

@@ -180,8 +180,9 @@ def test_a_typed_instruction_searches_and_shows_decisions_and_the_final_overlay(
     numbers = browser.find_element(By.ID, "numbers").text
     assert re.search(r"IoU \d\.\d{3}", numbers) and re.search(r"distance to the target \d+\.\d°", numbers)
     assert re.search(r"mask pixels [1-9]\d*", numbers)
-    final = decisions(browser)
-    assert len(final) >= 2 and "STOP" in final[-1]
+    final = decisions(browser)  # the search's decisions, the last one STOP, then the review of its mask
+    assert len(final) >= 3 and "STOP" in final[-2] and final[-1].startswith("review 1 of the mask") and \
+        "ACCEPT" in final[-1]
 
 
 def test_cancel_stops_a_running_search(browser, graph):

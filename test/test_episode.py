@@ -50,12 +50,15 @@ def test_requests_of_an_expert_episode_in_order(cube_dataset):
     while not isinstance(req, Done):
         req = ep.observe(answer(req, scene.camera, policy, seg))
         kinds.append(type(req).__name__)
-    # look at the start, then decide/move until STOP, segment, then (look to align, track it there) up to 6 times
+    # look at the start, then decide/move until STOP, segment, review it (the expert accepts its own box),
+    # then (look to align, track it there) up to 6 times
     stop = kinds.index("Segment")
     assert kinds[:2] == ["Look", "Decide"] and set(kinds[2:stop]) <= {"Move", "Decide"} and kinds[-1] == "Done"
-    aligning = kinds[stop + 1:-1]
+    assert kinds[stop + 1] == "Decide"
+    aligning = kinds[stop + 2:-1]
     assert 2 <= len(aligning) <= 12 and aligning == ["Look", "Track"] * (len(aligning) // 2)
     result = req.result
+    assert [r.action.to_text() for r in result.reviews] == ["ACCEPT"] and result.refinements == 0
     assert result.success and result.looks == len(aligning) // 2 and ep.done and ep.pending is req
     assert result.path[-1] == result.final_pose != result.stop_pose
     assert result.found and result.mask.shape == (INTR.height, INTR.width)
@@ -248,7 +251,7 @@ class CountingBatch:
 
 def _trace(result):
     return ([r.action.to_text() for r in result.records], [p.as_dict() for p in result.path],
-            int(result.mask.sum()), result.reward)
+            int(result.mask.sum()), result.reward, [r.action.to_text() for r in result.reviews])
 
 
 def test_lockstep_gives_what_one_at_a_time_gives_and_batches_decisions(cube_dataset):
@@ -261,8 +264,9 @@ def test_lockstep_gives_what_one_at_a_time_gives_and_batches_decisions(cube_data
     scenes = [SimScene(s) for s in specs]
     together = run_lockstep(scenes, [shared] * len(scenes), [oracle(s) for s in scenes])
     assert [_trace(r) for r in together] == alone
-    assert shared.sizes[0] == len(specs) and shared.calls == max(len(t[0]) for t in alone)
-    assert sum(shared.sizes) == sum(len(t[0]) for t in alone)
+    # review turns are decisions too, batched in the same rounds
+    assert shared.sizes[0] == len(specs) and shared.calls == max(len(t[0]) + len(t[4]) for t in alone)
+    assert sum(shared.sizes) == sum(len(t[0]) + len(t[4]) for t in alone)
 
 
 def test_lockstep_expert_matches_run_episode(cube_dataset):

@@ -266,7 +266,7 @@ def test_unparseable_answers_end_in_stop_without_box(policy, obs_list, monkeypat
 
     calls = []
 
-    def garbage(encoded, how):
+    def garbage(encoded, how, turn="search"):
         calls.append(how)
         return Answer(f"I am not sure ({len(calls)})", [], {"decoding": how})
 

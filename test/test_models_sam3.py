@@ -74,7 +74,9 @@ def test_an_empty_mask_is_a_defined_result(sam_dir, view):
     ep.observe(Frame(view, Pose(0.0, 0.0)))
     req = ep.observe(Decision(Action.stop_at((300, 300, 600, 700))))
     assert isinstance(req, Segment)
-    done = ep.observe(answer(req, None, None, strict))
+    review = ep.observe(answer(req, None, None, strict))
+    assert not review.observation.review.mask.any()  # the empty mask is shown for review; accepted, it stands
+    done = ep.observe(Decision(Action.accept_mask()))
     assert isinstance(done, Done) and done.result.looks == 0 and not done.result.found  # nothing to centre
 
 
@@ -106,6 +108,17 @@ def test_point_prompts_rerun_with_box_and_points(sam_dir, view):
     sx, sy = 224 / view.shape[1], 224 / view.shape[0]
     for x, y in last["points"]:
         assert 300 * sx <= x + 0.5 <= 700 * sx and 200 * sy <= y + 0.5 <= 600 * sy  # cell centres inside the box
+
+
+def test_given_points_prompt_beside_the_box_instead_of_entropy_points(sam_dir, view):
+    pointed = Sam3Segmenter.from_pretrained(model=sam_dir, point_prompts=True)
+    points, labels = [(400.0, 300.0), (600.0, 500.0), (310.0, 590.0)], [1, 1, 0]
+    mask = pointed.segment(view, (300, 200, 700, 600), Pose(0.0, 0.0), points=points, labels=labels)
+    assert mask.shape == view.shape[:2] and pointed.last["labels"] == labels  # the given points, not entropy's
+    sx, sy = 224 / view.shape[1], 224 / view.shape[0]
+    assert np.allclose(pointed.last["points"], [[(x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5] for x, y in points])
+    with pytest.raises(ValueError, match="one label"):
+        pointed.segment(view, (300, 200, 700, 600), Pose(0.0, 0.0), points=points, labels=[1])
 
 
 def test_run_episode_with_qwen_policy_and_sam3(cube_dataset):

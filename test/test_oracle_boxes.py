@@ -38,6 +38,7 @@ class _StopBox:
 
 def _ious(dataset, box=None):
     config = SeekConfig()
+    config.segmentation.max_refinements = 0  # the STOP box's own mask: no review turn may refine it
     out = []
     for spec in load_dataset(dataset).episodes:
         scene = SimScene(spec, config)

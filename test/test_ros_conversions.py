@@ -129,6 +129,17 @@ def test_box_polygon_round_trip_and_empty():
         cv.polygon_to_box(flat)
 
 
+def test_point_prompts_ride_after_the_box_corners():
+    msg = cv.box_to_polygon((10.0, 20.0, 300.0, 400.0), cv.header(None, "camera"), [(50.5, 60.0), (70.0, 80.0)], [1, 0])
+    assert [p.z for p in msg.polygon.points] == [0, 0, 0, 0, 1, -1]
+    assert cv.polygon_to_box(msg) == (10.0, 20.0, 300.0, 400.0)  # the points do not widen the box
+    assert cv.polygon_points(msg) == ([(50.5, 60.0), (70.0, 80.0)], [1, 0])
+    assert cv.polygon_points(cv.box_to_polygon((1, 2, 3, 4), cv.header(None, ""))) == ([], [])
+    msg.polygon.points[4].x = float("nan")
+    with pytest.raises(cv.MessageError, match="non-finite"):
+        cv.polygon_points(msg)
+
+
 def test_exact_time_sync_pairs_by_stamp_in_any_order():
     got = []
     sync = ExactTimeSync(2, lambda stamp, a, b: got.append((stamp, a.name[0], b.name[0])))

@@ -27,6 +27,7 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
+from geometry_msgs.msg import PolygonStamped  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
@@ -310,8 +311,11 @@ def test_expert_finds_and_segments_the_target_while_the_canvas_grows(graph, scen
     h, w = sim.truth.mask.shape
     iou = mask_iou(view_mask_to_erp(image_to_mask(mask_msg), final, sim.intrinsics, w, h), sim.truth.mask)
     assert iou >= 0.5 and iou == pytest.approx(res["iou"], abs=1e-6)
-    # one decision per observation, each taken on a newer view than the one before
-    steps = outcome.feedback
+    # one decision per observation, each taken on a newer view than the one before; then one review line
+    steps = [fb for fb in outcome.feedback if "review" not in fb]
+    (review,) = [fb for fb in outcome.feedback if "review" in fb]
+    assert review["action"] == "ACCEPT" and review["review"] == 1 and review["mask_pixels"] > 0
+    assert review["mask_pixels"] == res["record"]["reviews"][0]["mask_pixels"] and res["refinements"] == 0
     assert [fb["step"] for fb in steps] == list(range(1, len(steps) + 1)) and len(steps) >= 2
     assert pose_distance(pan_tilt_to_pose(steps[0]["pan"], steps[0]["tilt"]), sim.spec.initial_pose) < 1e-6
     assert steps[-1]["action"].startswith("STOP [")
@@ -321,7 +325,7 @@ def test_expert_finds_and_segments_the_target_while_the_canvas_grows(graph, scen
     c.spin_until(lambda: all(s in c.explored for s in stamps), 5, "the canvas of every step")
     explored = [c.explored[s] for s in stamps]
     assert all(b > a for a, b in zip(explored, explored[1:])), explored
-    assert c.statuses_of(res["id"]) == ["accepted", "segmenting", "done"]
+    assert c.statuses_of(res["id"]) == ["accepted", "segmenting", "verifying", "done"]
     _alive(g)
 
 
@@ -404,7 +408,7 @@ def test_parameters_apply_at_run_time_or_are_refused(graph):
         outcome = c.op.seek("the green face", timeout=60, request_id="paced")
         assert outcome.state == "success"
         # each view was captured after the move that the pacing held back: stamps are ≥ 1.2 s apart
-        stamps = [fb["stamp"] * 1e-9 for fb in outcome.feedback]
+        stamps = [fb["stamp"] * 1e-9 for fb in outcome.feedback if "review" not in fb]
         assert len(stamps) >= 2 and min(b - a for a, b in zip(stamps, stamps[1:])) >= 1.2
     finally:
         assert c.set_param("policy_node", "min_step_period_s", STEP_PERIOD_S).successful
@@ -418,6 +422,23 @@ def test_parameters_apply_at_run_time_or_are_refused(graph):
         assert outcome.result["looks"] == 0 and not outcome.result["aligned"], outcome.result
     finally:
         assert c.set_param("policy_node", "alignment.enabled", True).successful
+    # VBR at run time: the expert confirms points by looking, the segmentation node gets them beside the box
+    assert not c.set_param("policy_node", "segmentation.point_prompts", "maybe").successful
+    targets = []
+    sub = c.node.create_subscription(PolygonStamped, api.TARGET, targets.append, api.COMMAND_QOS)
+    assert c.set_param("policy_node", "segmentation.point_prompts", "vbr").successful
+    try:
+        outcome = c.op.seek("the green face", timeout=60, request_id="vbr")
+        assert outcome.state == "success", outcome.message
+        (votes,) = outcome.result["record"]["verification"]
+        assert votes["labels"] == [1, 1, 0] and len(votes["confidences"]) == len(votes["points"])
+        c.spin_until(lambda: any(len(t.polygon.points) == 7 for t in targets), 5, "the target with its points")
+        pointed = next(t for t in targets if len(t.polygon.points) == 7)
+        assert [p.z for p in pointed.polygon.points] == [0, 0, 0, 0, 1, 1, -1]
+        assert "verifying" in c.statuses_of("vbr")
+    finally:
+        c.node.destroy_subscription(sub)
+        assert c.set_param("policy_node", "segmentation.point_prompts", "none").successful
     _alive(g)
 
 
@@ -561,7 +582,8 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
                            "--out", str(data), "--accept-unscored"], capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stdout + made.stderr
     records = [json.loads(line) for line in (data / "records.jsonl").read_text().splitlines()]
-    assert [r["answer"] for r in records] == [fb["action"] for fb in outcome.feedback]
+    # (a bag gives the search's decisions; its review turns are not read from bags)
+    assert [r["answer"] for r in records] == [fb["action"] for fb in outcome.feedback if "review" not in fb]
     assert all((data / r["view"]).is_file() and (data / r["canvas"]).is_file() for r in records)
 
 

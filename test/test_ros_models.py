@@ -36,11 +36,14 @@ def test_qwen_policy_node_searches_step_by_step(tiny_graph):
     g, c, log = tiny_graph
     outcome = c.op.seek("the green face", timeout=90)
     assert outcome.state in ("success", "failure"), f"{outcome.message}\n{log.read_text()}"
-    steps = outcome.feedback
+    steps = [fb for fb in outcome.feedback if "review" not in fb]
     assert 1 <= len(steps) <= MAX_STEPS
     for i, fb in enumerate(steps, 1):
         assert fb["step"] == i and fb["latency_s"] > 0
         assert parse_action(fb["action"]).ok  # every answer became a legal action
+    for fb in outcome.feedback:  # the review turns after a STOP box answer in their own grammar
+        if "review" in fb:
+            assert parse_action(fb["action"], "review").ok and fb["mask_pixels"] >= 0
     assert outcome.result is not None and outcome.result["stamp"] >= steps[-1]["stamp"]
     assert g.exited() == {}
 

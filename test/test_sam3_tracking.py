@@ -39,6 +39,7 @@ def test_an_episode_aligns_by_tracking_with_sam3(scene):
     """Every mask of a segmenter with a very low threshold covers the view, so its centroid is at the centre:
     one move to the centroid, one tracked view, aligned."""
     config = SeekConfig()
+    config.segmentation.max_refinements = 0  # the STOP mask goes to the alignment without a review turn
     seg = Sam3Segmenter.from_pretrained(model=tiny_model_dirs()["sam3"], mask_threshold=-1e9)
     ep = SimScene(scene.spec, config).episode()
     req = ep.start("the label", Pose(60.0, 0.0))

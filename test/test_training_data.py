@@ -33,8 +33,9 @@ def test_records_rebuild_the_observation_the_policy_saw(task, tmp_path):
         for result, scene in demos:
             writer.add(result, "expert", scene)
     records = load_records(tmp_path)
-    originals = [rec for result, _ in demos for rec in result.records]
+    originals = [rec for result, _ in demos for rec in result.records + result.reviews]
     assert len(records) == len(originals) == writer.count >= 2 * len(dataset)
+    assert sum(r.get("turn") == "review" for r in records) == sum(len(r.reviews) for r, _ in demos) >= len(dataset)
     for rec, orig in zip(records, originals):
         assert rec["answer"] == orig.action.to_text()
         obs = record_observation(rec, tmp_path)
@@ -67,10 +68,40 @@ def test_make_sft_data_writes_expert_and_view_graph_records(task, tmp_path, caps
     assert main(["make-sft-data", "--dataset", str(dataset.path), "--view-graph", "--out", str(out),
                  "--config", str(root / "small.yaml")]) == 0
     sources = [r["source"] for r in load_records(out)]
-    assert sources.count("expert") == sum(len(r.records) for r, _ in demos)
+    assert sources.count("expert") == sum(len(r.records) + len(r.reviews) for r, _ in demos)
     assert sources.count("view-graph") >= 2 * len(dataset)  # each new demonstration: a move, then STOP
     assert f"expert {sources.count('expert')}, view-graph {sources.count('view-graph')}" in capsys.readouterr().out
     assert main(["make-sft-data", "--dataset", str(dataset.path), "--out", str(out)]) == 2  # never overwritten
+
+
+def test_box_noise_demonstrates_refining_to_the_right_box(task, tmp_path):
+    from panoseeker_ros.core.environment import SimScene
+    from panoseeker_ros.core.metrics import box_iou
+    from panoseeker_ros.models.oracle import OracleDetector
+
+    root, config, dataset, demos = task
+    noisy = expert_demonstrations(dataset, config, box_noise=1.0, seed=2)
+    with RecordWriter(tmp_path) as writer:
+        for result, scene in noisy:
+            writer.add(result, "expert", scene)
+    records = load_records(tmp_path)
+    refines = [r for r in records if r.get("turn") == "review" and r["answer"].startswith("REFINE")]
+    assert len(refines) >= len(dataset) // 2  # most wrong first boxes are refined
+    for (result, _), (clean, _) in zip(noisy, demos):
+        stop = next(r for r in records if r["episode"] == result.id and r["answer"].startswith("STOP"))
+        assert stop["answer"] == clean.records[-1].action.to_text()  # the search record teaches the right box
+        scene = SimScene(dataset.by_id(result.id), config)
+        truth = OracleDetector(scene.truth, config.camera.intrinsics()).detect(result.records[-1].pose)
+        for rev in result.reviews:
+            if rev.action.refine:
+                assert box_iou(rev.action.box, truth) > 0.9  # refined to the target's box on the STOP view
+    rec = refines[0]
+    obs = record_observation(rec, tmp_path)
+    assert obs.review is not None and obs.review.box == tuple(rec["review"]["box"]) and obs.review.turn == 1
+    original = next(r for res, _ in noisy for r in res.reviews if f"{res.id}/r{r.step}" == rec["id"])
+    assert np.array_equal(obs.review.mask, original.observation.review.mask)
+    a, b = build_prompt("egosphere", obs), build_prompt("egosphere", original.observation)
+    assert a.messages == b.messages and np.array_equal(a.images[0], b.images[0])
 
 
 def test_snap_move_picks_the_nearest_lattice_move():

@@ -34,13 +34,14 @@ grpo: {group_size: 4, learning_rate: 1.0e-3, beta: 0.04}
 STEPS = 400
 
 
-def _sft_run(root, name: str, steps: int):
-    """Build the task's train and held-out data with make-sft-data and train on it with train-sft."""
+def _sft_run(root, name: str, steps: int, reviews: bool = True):
+    """Build the task's train and held-out data with make-sft-data and train on it with train-sft
+    (``reviews=False``: searches without the review turn after STOP, so the data are search decisions only)."""
     model = root / "qwen-tiny"
     if not model.exists():
         build_tiny_qwen(model, seed=0)
         (root / "training.yaml").write_text(TINY_TRAINING_YAML)
-    seek = small_config(root / "small.yaml")
+    seek = small_config(root / f"small-{name}.yaml", reviews=reviews)
     for part, scenes, seed in (("train", 8, 1), ("heldout", 4, 2)):
         simple_task(root / f"{name}-{part}", scenes, seed)
         assert main(["make-sft-data", "--dataset", str(root / f"{name}-{part}"), "--out",
@@ -58,7 +59,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(root):
-    model, seek = _sft_run(root, "turn", STEPS)
+    model, seek = _sft_run(root, "turn", STEPS, reviews=False)
     return root, model, seek
 
 
@@ -71,6 +72,7 @@ def test_sft_lowers_heldout_loss_and_raises_exact_action_accuracy(trained, capsy
     config = load_config(seek)
     settings = load_training_settings(root / "training.yaml")
     held = load_records(root / "turn-heldout-data")
+    assert not any(rec.get("turn") == "review" for rec in held)  # search decisions only (reviews=False)
     untrained = answer_metrics(trainable_policy(model, settings.lora, config), held, root / "turn-heldout-data")
     from panoseeker_ros.models.qwen_policy import QwenPolicy
 

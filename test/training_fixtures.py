@@ -25,9 +25,10 @@ SMALL_CAMERA_YAML = """\
 """
 
 
-def small_config(path: Path, max_steps: int = 4) -> Path:
-    """A parameter YAML with a 128×96 view and a 256×128 canvas (FoV and rewards as in the method)."""
-    path.write_text(SMALL_CAMERA_YAML % max_steps)
+def small_config(path: Path, max_steps: int = 4, reviews: bool = True) -> Path:
+    """A parameter YAML with a 128×96 view and a 256×128 canvas (FoV and rewards as in the method);
+    ``reviews=False``: no review turn after STOP (segmentation.max_refinements 0)."""
+    path.write_text(SMALL_CAMERA_YAML % max_steps + ("" if reviews else "    segmentation: {max_refinements: 0}\n"))
     return path
 
 

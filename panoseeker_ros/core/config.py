@@ -65,6 +65,25 @@ class AlignmentConfig:
     tolerance_deg: float = 2.0  # ... and its centroid is farther than this off centre (track: on either axis)
 
 
+POINT_PROMPTS = ("none", "entropy", "vbr")
+
+
+@dataclass
+class SegmentationConfig:
+    """How the STOP box becomes the mask the alignment starts from (README, Segmentation as an agent).
+
+    ``point_prompts``: ``none`` (the box alone), ``entropy`` (the segmenter adds entropy-ranked points of its
+    own, SAM-3 only) or ``vbr`` (verify by looking: candidate points are drawn as markers on the view, the
+    policy answers one yes/no question per marker, and the points it is sure of prompt the segmenter with
+    the box). ``max_refinements``: after each mask the policy reviews it (ACCEPT | REFINE [box] | MOVE) until
+    it accepts or this many refinements were made (0: no review, the first mask is final)."""
+
+    point_prompts: str = "none"  # none | entropy | vbr
+    max_refinements: int = 2  # review turns that may change the mask (REFINE or MOVE); 0: no review
+    refinement_cost: float = 0.05  # subtracted from the return per refinement made
+    vbr_candidates: int = 6  # vbr: candidate points (markers) at most ...
+    vbr_batch: int = 3  # ... asked this many per round (one batched call), until 2 positives and 1 negative
+    vbr_threshold: float = 0.7  # vbr: P(yes) >= this: a positive point; P(yes) <= 1 - this: a negative one
 REWARD_KINDS = ("method", "hierarchical")  # core/rewards.py
 
 
@@ -92,6 +111,7 @@ class SeekConfig:
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
 
 
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(SeekConfig)}  # YAML section -> dataclass
@@ -139,6 +159,15 @@ def config_from_dict(params: dict) -> SeekConfig:
         raise ConfigError(f"episode.canvas_style = {cfg.episode.canvas_style!r}; use one of {', '.join(CANVAS_STYLES)}")
     if cfg.alignment.mode not in ALIGNMENT_MODES:
         raise ConfigError(f"alignment.mode = {cfg.alignment.mode!r}; use one of {', '.join(ALIGNMENT_MODES)}")
+    seg = cfg.segmentation
+    if seg.point_prompts not in POINT_PROMPTS:
+        raise ConfigError(f"segmentation.point_prompts = {seg.point_prompts!r}; use one of {', '.join(POINT_PROMPTS)}")
+    if seg.max_refinements < 0:
+        raise ConfigError("segmentation.max_refinements must be 0 or more (0: the first mask is final)")
+    if seg.vbr_candidates < 1 or seg.vbr_batch < 1:
+        raise ConfigError("segmentation.vbr_candidates and segmentation.vbr_batch must be at least 1")
+    if not 0.5 <= seg.vbr_threshold <= 1.0:
+        raise ConfigError(f"segmentation.vbr_threshold = {seg.vbr_threshold}; use a probability in [0.5, 1]")
     cfg.camera.intrinsics()  # validates the field of view
     return cfg
 

@@ -13,7 +13,7 @@ from .camera import Camera, PanoramaCamera
 from .config import SeekConfig
 from .dataset import EpisodeSpec
 from .episode import (Capture, Decide, Decision, Done, Episode, EpisodeResult, Frame, GroundTruth, Look, Move,
-                      Observation, Policy, Request, Segment, Segmenter, Track)
+                      Observation, Policy, Request, Segment, Segmenter, Track, Verify)
 from .geometry import PanoramaRenderer
 
 
@@ -79,10 +79,35 @@ def answer(req: Request, camera: Camera, policy: Policy, segmenter: Segmenter):
     if isinstance(req, Decide):
         return decide(policy, [req.observation])[0]
     if isinstance(req, Segment):
-        return segmenter.segment(req.frame.view, req.box_px, req.frame.pose)
+        return segment(segmenter, req.frame.view, req.box_px, req.frame.pose, req.points, req.labels)
     if isinstance(req, Track):
         return track(segmenter, req.frame.view, req.frame.pose)
+    if isinstance(req, Verify):
+        return verify(policy, req)
     return shoot(camera, req)
+
+
+def segment(segmenter: Segmenter, view, box_px, pose, points=(), labels=()):
+    """The segmenter's mask of ``box_px`` on ``view``, with point prompts (VBR) when there are any."""
+    if not points:
+        return segmenter.segment(view, box_px, pose)
+    if len(points) != len(labels):
+        raise ValueError(f"{len(points)} point prompts came with {len(labels)} labels; give one label (1 on the "
+                         f"object, 0 off it) per point")
+    return segmenter.segment(view, box_px, pose, points=list(points), labels=list(labels))
+
+
+def verify(policy: Policy, req: Verify) -> list[float]:
+    """The policy's P(yes) for each point of a Verify request (one batched call); 0.5 each (no opinion, so
+    no point is chosen) from a policy that cannot verify."""
+    ask = getattr(policy, "verify", None)
+    if ask is None:
+        return [0.5] * len(req.points)
+    confidences = [float(c) for c in ask(req.frame.view, req.frame.pose, req.instruction, list(req.points))]
+    if len(confidences) != len(req.points):
+        raise ValueError(f"policy {getattr(policy, 'name', type(policy).__name__)} answered {len(confidences)} "
+                         f"confidences for {len(req.points)} points; answer one P(yes) per point")
+    return confidences
 
 
 def track(segmenter: Segmenter, view, pose):

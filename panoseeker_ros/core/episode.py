@@ -5,16 +5,26 @@ the path, active alignment, scoring against ground truth when known, and the rew
 touches the world; it returns *requests*, and whoever drives it answers them::
 
     req = episode.start(instruction, initial_pose)   # Look (or Capture)
-    while not isinstance(req, Done):                 # Decide | Move | Look | Segment
-        req = episode.observe(answer(req))           # Frame | Decision | mask
+    while not isinstance(req, Done):                 # Decide | Move | Look | Segment | Track | Verify
+        req = episode.observe(answer(req))           # Frame | Decision | mask | confidences
 
 The simulator answers in-process (:mod:`.environment`), the ROS policy node over topics, and the
 lockstep driver answers N episodes together (a GRPO group, a batch of evaluation episodes).
 
 Answers: a :class:`Frame` for :class:`Look`, :class:`Move` and :class:`Capture`; a
 :class:`Decision` for :class:`Decide`; an (H, W) bool mask in view pixels for :class:`Segment` and
-:class:`Track`.
+:class:`Track`; one P(yes) per point for :class:`Verify`.
 Angles are degrees; stamps are seconds on the driver's clock.
+
+Segmentation as an agent (``config.segmentation``): with ``point_prompts: vbr`` the first mask of the
+STOP box is followed by :class:`Verify` rounds (core/verification.py) and, when the policy is sure of some
+points, a second :class:`Segment` with the box and those points. Then, while fewer than
+``max_refinements`` refinements were made, the policy reviews the mask: a :class:`Decide` whose
+observation carries a :class:`MaskReview` (the mask and its box on the STOP view), answered ACCEPT (the
+mask goes to the alignment), REFINE [box] (segment that box on the STOP view, and review again) or MOVE
+(the target is elsewhere: the search goes on from the new view). Review turns are kept apart from the
+search decisions (``EpisodeResult.reviews``; ``steps`` and T count search decisions only); each
+refinement costs ``refinement_cost`` of the return.
 """
 from __future__ import annotations
 
@@ -31,6 +41,8 @@ from .geometry import Intrinsics, Pose, camera_rotation, dir_to_view_pixel, mask
     project_erp_mask, view_mask_centroid_dir, view_mask_to_erp
 from .metrics import EpisodeOutcome, box_iou, mask_iou, path_length_deg
 from .rewards import step_reward, terminal_reward
+from .verification import PointVotes, candidate_points
+from .visualize import review_picture
 
 EMPTY_INSTRUCTION = "the instruction is empty; give a sentence naming the target, e.g. 'the chair next to the bed'"
 
@@ -56,6 +68,28 @@ class Observation:
     stamp: float = 0.0  # seconds; the source image's time on a robot
     history: tuple["StepRecord", ...] = ()
     canvas_style: str = "official"  # how ``canvas`` is drawn (core.egosphere), for the prompt's description
+    review: "MaskReview | None" = None  # a review turn (ACCEPT | REFINE | MOVE) instead of a search turn
+
+    @property
+    def turn(self) -> str:
+        """``search`` (answer MOVE or STOP) or ``review`` (answer ACCEPT, REFINE or MOVE): core/actions.py."""
+        return "search" if self.review is None else "review"
+
+
+@dataclass
+class MaskReview:
+    """What a review turn shows: the mask (H, W) bool on the observation's view (the STOP view) and the box
+    (0–1000) it was segmented from; ``turn`` counts review turns from 1, ``refinements`` those that
+    changed the mask so far."""
+
+    mask: np.ndarray = field(repr=False)
+    box: tuple
+    turn: int
+    refinements: int
+
+    def picture(self, view: np.ndarray) -> np.ndarray:
+        """The view with the mask tinted and its box drawn: what the policy judges."""
+        return review_picture(view, self.mask, self.box)
 
 
 @dataclass
@@ -150,11 +184,25 @@ class Decide:
 @dataclass(frozen=True)
 class Segment:
     """Answer the (H, W) bool mask of ``box_px`` (x1, y1, x2, y2 view pixels) on ``frame``'s view.
-    ``look`` is 0 for the STOP view and k for the view after the k-th alignment look."""
+    ``look`` is 0 for the STOP view and k for the view after the k-th alignment look. ``points`` ((x, y)
+    view pixels) with ``labels`` (1 on the object, 0 off it) prompt the segmenter beside the box (VBR)."""
 
     frame: Frame
     box_px: tuple
     look: int = 0
+    points: tuple = ()
+    labels: tuple = ()
+
+
+@dataclass(frozen=True)
+class Verify:
+    """VBR: answer one confidence P(yes) in [0, 1] per point of ``points`` ((x, y) pixels on ``frame``'s
+    view): does the point lie on the object ``instruction`` refers to? The policy answers, from the view
+    with the point marked (core.verification.draw_marker)."""
+
+    frame: Frame
+    points: tuple
+    instruction: str
 
 
 @dataclass(frozen=True)
@@ -172,7 +220,7 @@ class Done:
 
 
 CameraRequest = Union[Look, Capture, Move]
-Request = Union[Look, Capture, Move, Decide, Segment, Track, Done]
+Request = Union[Look, Capture, Move, Decide, Segment, Track, Verify, Done]
 
 
 # ---------------------------------------------------------------------------- records and results
@@ -197,8 +245,13 @@ class StepRecord:
         return self.observation.view
 
     def as_dict(self) -> dict:
-        return {"step": self.step, "pose": self.pose.as_dict(), "action": self.action.to_text(),
-                "text": self.text, "parse_failures": self.parse_failures, "latency_s": round(self.latency_s, 6)}
+        d = {"step": self.step, "pose": self.pose.as_dict(), "action": self.action.to_text(),
+             "text": self.text, "parse_failures": self.parse_failures, "latency_s": round(self.latency_s, 6)}
+        review = self.observation.review if self.observation is not None else None
+        if review is not None:  # a review turn: what it judged
+            d.update(turn=review.turn, box=list(review.box), mask_pixels=int(review.mask.sum()),
+                     **{k: v for k, v in self.info.items() if k == "mask_iou"})
+        return d
 
 
 @dataclass
@@ -232,6 +285,9 @@ class EpisodeResult:
     score: Score | None = None
     alignment: list = field(default_factory=list)  # one dict per alignment move: from, to, the offset that made it
     final_offset_deg: tuple | None = None  # the final mask's centroid off the centre of its view (h, v) [deg]
+    reviews: list = field(default_factory=list)  # StepRecords of the review turns, in order
+    refinements: int = 0  # review answers that changed the mask (REFINE, MOVE)
+    verification: list = field(default_factory=list)  # VBR: one PointVotes.as_dict() per verified box
 
     @property
     def steps(self) -> int:
@@ -261,7 +317,9 @@ class EpisodeResult:
              "poses": [p.as_dict() for p in self.path], "box": [float(v) for v in self.box] if self.box else None,
              "mask_pixels": int(self.mask.sum()), "trajectory": [r.as_dict() for r in self.records],
              "alignment": self.alignment,
-             "final_offset_deg": [round(float(v), 4) for v in self.final_offset_deg] if self.final_offset_deg else None}
+             "final_offset_deg": [round(float(v), 4) for v in self.final_offset_deg] if self.final_offset_deg else None,
+             "reviews": [r.as_dict() for r in self.reviews], "refinements": self.refinements,
+             "verification": self.verification}
         if self.score is not None:
             o = self.score.outcome
             d.update(reward=self.score.reward, iou=o.iou, iou_level=self.score.iou_level, final_distance_deg=o.final_distance_deg,
@@ -296,8 +354,16 @@ class Episode:
         self.looks = 0
         self.alignment: list[dict] = []  # the alignment moves made (EpisodeResult.alignment)
         self.result: EpisodeResult | None = None
+        self.reviews: list[StepRecord] = []  # review turns (module docstring)
+        self.refinements = 0
+        self.verification: list[dict] = []
         self._pending: Request | None = None
         self._mask: tuple[np.ndarray, Frame] | None = None  # the newest non-empty mask and the frame it is on
+        self._mover: StepRecord | None = None  # the decision whose move the next frame answers (R_eff)
+        self._box: tuple | None = None  # the 0–1000 box the newest STOP-view mask was segmented from
+        self._votes: PointVotes | None = None  # VBR: the points asked about the newest box ...
+        self._unasked: list = []  # ... and those still to ask
+        self._first: np.ndarray | None = None  # VBR: the box-only mask, kept while points are asked
 
     # -- driving -----------------------------------------------------------------------------
 
@@ -341,6 +407,8 @@ class Episode:
                 raise ValueError(f"the mask is {mask.shape}, the view {req.frame.view.shape[:2]}; "
                                  f"a segmenter answers one bool per view pixel")
             return self._on_mask(req, mask) if isinstance(req, Segment) else self._on_tracked(req, mask)
+        if isinstance(req, Verify):
+            return self._on_votes(req, answer)
         raise RuntimeError("the episode waits for nothing: call start() first" if req is None
                            else "the episode has ended; make a new Episode for the next search")
 
@@ -355,9 +423,9 @@ class Episode:
         reward = 0.0
         if self.initial_pose is None:
             self.initial_pose = frame.pose
-        elif self.truth is not None:  # the answer to a Move: R_eff for the last decision
+        elif self.truth is not None:  # the answer to a Move: R_eff for the decision that made it
             reward = step_reward(self.path[-1], frame.pose, self.truth.centroid, self.config.reward, len(self.records))
-            self.records[-1].reward = reward
+            self._mover.reward = reward
         self.path.append(frame.pose)
         self.egosphere.integrate(frame.view, frame.pose)
         obs = Observation(frame.view, self.egosphere.render(), frame.pose, self.instruction, len(self.records),
@@ -368,15 +436,16 @@ class Episode:
 
     def _on_decision(self, obs: Observation, decision: Decision) -> Request:
         action = decision.action
-        self.records.append(StepRecord(len(self.records) + 1, obs.pose, action, decision.text,
-                                       decision.parse_failures, decision.latency_s, obs.stamp,
-                                       observation=obs, info=decision.info))
+        record = StepRecord(len(self.records) + 1, obs.pose, action, decision.text, decision.parse_failures,
+                            decision.latency_s, obs.stamp, observation=obs, info=decision.info)
+        self._mover = record
+        if obs.review is not None:
+            return self._on_review(obs, record)
+        self.records.append(record)
         if action.stop:
             if action.box is None:
                 return self._finish(self._empty(), self.frame, "the policy stopped without finding the target")
-            self.state = "segmenting"
-            return self._ask(Segment(self.frame, box_to_pixels(action.box, self.intrinsics.width,
-                                                               self.intrinsics.height)))
+            return self._segment_box(action.box)
         if len(self.records) >= self.config.episode.max_steps:
             self.truncated = True
             return self._finish(self._empty(), self.frame,
@@ -384,26 +453,110 @@ class Episode:
         self.state = "observing"
         return self._ask(Move(action.dtheta, action.dphi))
 
+    # -- segmentation as an agent: verify points by looking, review the mask ------------------------
+
+    def _segment_box(self, box) -> Request:
+        """Segment a 0–1000 ``box`` on the current (STOP) view, by the box alone first."""
+        self._box, self._votes = tuple(int(b) for b in box), None
+        self.state = "segmenting"
+        return self._ask(Segment(self.frame, box_to_pixels(box, self.intrinsics.width, self.intrinsics.height)))
+
+    def _on_first_mask(self, req: Segment, mask: np.ndarray) -> Request:
+        """A mask of the STOP view: verify points (vbr, after the box-only pass), then review or align."""
+        seg = self.config.segmentation
+        if seg.point_prompts == "vbr" and self._votes is None:
+            self._votes = PointVotes(seg.vbr_threshold)
+            self._unasked = candidate_points(mask, req.box_px, seg.vbr_candidates)
+            self._first = mask
+            if self._unasked:
+                return self._ask_votes()
+        if seg.point_prompts == "vbr" and not req.points:
+            mask = self._first  # no point was sure enough: the box-only mask stands
+        if self.refinements < seg.max_refinements:
+            return self._ask_review(mask, req.frame)
+        return self._align(mask, req.frame)
+
+    def _ask_votes(self) -> Request:
+        batch, self._unasked = self._unasked[:self.config.segmentation.vbr_batch], \
+            self._unasked[self.config.segmentation.vbr_batch:]
+        self.state = "verifying"
+        return self._ask(Verify(self.frame, tuple(batch), self.instruction))
+
+    def _on_votes(self, req: Verify, confidences) -> Request:
+        self._votes.add(req.points, [float(c) for c in confidences])
+        if self._unasked and not self._votes.enough:
+            return self._ask_votes()
+        self.verification.append({"box": list(self._box), **self._votes.as_dict()})
+        points, labels = self._votes.chosen()
+        self.state = "segmenting"
+        if not points:
+            return self._on_first_mask(Segment(req.frame, box_to_pixels(self._box, self.intrinsics.width,
+                                                                        self.intrinsics.height)), self._first)
+        return self._ask(Segment(req.frame, box_to_pixels(self._box, self.intrinsics.width, self.intrinsics.height),
+                                 0, tuple(points), tuple(labels)))
+
+    def _ask_review(self, mask: np.ndarray, frame: Frame) -> Request:
+        self._mask = (mask, frame)
+        review = MaskReview(mask, self._box, len(self.reviews) + 1, self.refinements)
+        obs = Observation(frame.view, self.egosphere.render(), frame.pose, self.instruction, len(self.records),
+                          tuple(self.egosphere.trajectory), self.initial_pose, frame.stamp, tuple(self.records),
+                          self.egosphere.style, review)
+        self.state = "reviewing"
+        return self._ask(Decide(obs))
+
+    def _on_review(self, obs: Observation, record: StepRecord) -> Request:
+        """ACCEPT: align the mask; REFINE: segment the new box on the same view; MOVE: search on. Any other
+        answer (a STOP from a policy that ignores the turn) accepts the mask."""
+        record.step = len(self.reviews) + 1
+        if self.truth is not None:  # what the mask under review was worth (evaluation only)
+            record.info = dict(record.info, mask_iou=round(self._view_iou(obs.review.mask, self.frame), 6))
+        self.reviews.append(record)
+        action = record.action
+        if action.refine:
+            self.refinements += 1
+            return self._segment_box(action.box)
+        if action.is_move:
+            self.refinements += 1
+            self.state = "observing"
+            return self._ask(Move(action.dtheta, action.dphi))
+        mask, frame = self._mask
+        return self._align(mask, frame)
+
+    def _view_iou(self, mask: np.ndarray, frame: Frame) -> float:
+        h, w = self.truth.mask.shape
+        if self.truth.box_level:
+            return box_iou(mask_bbox(mask), mask_bbox(project_erp_mask(self.truth.mask, frame.pose, self.intrinsics)))
+        return mask_iou(view_mask_to_erp(mask, frame.pose, self.intrinsics, w, h), self.truth.mask)
+
     # -- active alignment: segment, centre the mask; then track it (official) or carry the box ----
 
     def _on_mask(self, req: Segment, mask: np.ndarray) -> Request:
+        if req.look == 0:
+            return self._on_first_mask(req, mask)
         self._mask = (mask, req.frame)
-        align = self.config.alignment
         centre = view_mask_centroid_dir(mask, req.frame.pose, self.intrinsics)
         if centre is None:
-            return self._finish(mask, req.frame, "empty mask: nothing to align" if req.look == 0
-                                else "the mask after the alignment look is empty")
-        if req.look == 0:
-            moves = align.centering_moves + 1 if align.mode == "track" else align.max_looks
-            if not align.enabled or moves < 1:
-                return self._finish(mask, req.frame, "segmented without alignment")
-            return self._look_at(centre, mask, req.frame)
+            return self._finish(mask, req.frame, "the mask after the alignment look is empty")
+        align = self.config.alignment
         # a mask still cut by the view border and off centre: the target is larger than the view, or
         # was only partly seen; look again, up to max_looks looks in all
+        # (carried-box)
         if (self.looks < align.max_looks and touches_border(mask)
                 and pose_distance(centre, req.frame.pose) > align.tolerance_deg):
             return self._look_at(centre, mask, req.frame)
         return self._finish(mask, req.frame, "aligned")
+
+    def _align(self, mask: np.ndarray, frame: Frame) -> Request:
+        """The accepted mask of the STOP view: centre it (the alignment) or, disabled, it is final."""
+        self._mask = (mask, frame)
+        align = self.config.alignment
+        centre = view_mask_centroid_dir(mask, frame.pose, self.intrinsics)
+        if centre is None:
+            return self._finish(mask, frame, "empty mask: nothing to align")
+        moves = align.centering_moves + 1 if align.mode == "track" else align.max_looks
+        if not align.enabled or moves < 1:
+            return self._finish(mask, frame, "segmented without alignment")
+        return self._look_at(centre, mask, frame)
 
     def _on_tracked(self, req: Track, mask: np.ndarray) -> Request:
         """The official centring loop: stop when the centroid is within the tolerance on both axes, the
@@ -452,11 +605,14 @@ class Episode:
 
     def _finish(self, mask: np.ndarray, on: Frame, message: str) -> Done:
         final = self.records[-1].action
-        box = final.box if final.stop else None
+        box = self._box if final.stop and final.box is not None else None  # the box of the accepted mask
         stop_pose = self.records[-1].pose
+        if self.refinements:
+            message += f" ({self.refinements} refinement{'s' if self.refinements > 1 else ''})"
         result = EpisodeResult(self.id, self.category, self.instruction, self.records, self.path, stop_pose,
                                self.frame.pose, box, self.truncated, self.looks, on, mask, message, None,
-                               self.alignment, centroid_offset_deg(mask, on.pose, self.intrinsics))
+                               self.alignment, centroid_offset_deg(mask, on.pose, self.intrinsics), self.reviews,
+                               self.refinements, self.verification)
         if self.truth is not None:
             result.score = score(result, self.truth, self.config)
         self.state, self.result = "done", result
@@ -465,7 +621,8 @@ class Episode:
 def score(r: EpisodeResult, truth: GroundTruth, config: SeekConfig) -> Score:
     """Judge a result by the benchmark's rules: the final mask back-projected to the scene's ERP, IoU
     against the ground truth, success (distance < τ and IoU ≥ the threshold) and the return
-    Σ R_eff + R_term, R_term judged at the final pose like success; L is from ``r.path[0]`` (the start)."""
+    Σ R_eff + R_term − refinement_cost · refinements, R_term judged at the final pose like success (its α·IoU
+    is the final mask's); R_eff of review turns that moved count too; L is from ``r.path[0]`` (the start)."""
     cfg = config.reward
     h, w = truth.mask.shape
     intr = config.camera.intrinsics()
@@ -478,7 +635,8 @@ def score(r: EpisodeResult, truth: GroundTruth, config: SeekConfig) -> Score:
                              path_length_deg(r.path), pose_distance(r.final_pose, truth.centroid), iou)
     stopped = r.records[-1].action.stop and not r.truncated
     r_term = terminal_reward(r.final_pose, truth.centroid, iou, cfg) if stopped else -cfg.r_pen
-    reward = float(sum(rec.reward for rec in r.records) + r_term)
+    reward = float(sum(rec.reward for rec in r.records) + sum(rec.reward for rec in r.reviews) + r_term
+                   - config.segmentation.refinement_cost * r.refinements)
     return Score(outcome, outcome.success(cfg.tau_deg, cfg.iou_success), reward, erp_mask,
                  "box" if truth.box_level else "mask")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .actions import box_to_pixels
 from .egosphere import EgoSphere
 
 MASK_COLOR = (255, 60, 200)
@@ -24,6 +25,19 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, color=MASK_COLOR, alpha: f
                                  interpolation=cv2.INTER_NEAREST) > 0
         contours, _ = cv2.findContours(outline.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(out, contours, -1, TRUTH_COLOR, 2, cv2.LINE_AA)
+    return out
+
+
+BOX_COLOR = (255, 220, 40)
+
+
+def review_picture(view: np.ndarray, mask: np.ndarray, box) -> np.ndarray:
+    """What a review turn shows: ``view`` with ``mask`` tinted and ``box`` (0–1000 view units) drawn."""
+    out = overlay_mask(view, mask)
+    h, w = view.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in box_to_pixels(box, w, h))
+    cv2.rectangle(out, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), BOX_COLOR, max(2, round(min(h, w) / 200)),
+                  cv2.LINE_AA)
     return out
 
 

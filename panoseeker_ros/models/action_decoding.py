@@ -16,7 +16,8 @@ import torch
 
 from ..core.actions import lattice_moves
 
-BOX_OPEN = "STOP ["
+BOX_OPEN = "STOP ["  # a search turn's box
+REFINE_OPEN = "REFINE ["  # a review turn's box
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,21 +99,27 @@ def number_completions(digits: str, lo: int, hi: int) -> list[str]:
 
 
 class ActionGrammar:
-    """The answers the constrained decoder may write (every one parses to the action it spells).
+    """The answers the constrained decoder may write on a ``turn`` (every one parses to the action it
+    spells, with core.actions.parse_action(text, turn)).
 
     * ``MOVE a b`` for every lattice move, each component signed (``+30``) or, when positive, unsigned
       (``30``); 0 as ``0``; 180 also as ``-180``; single spaces.
-    * ``STOP``, and ``STOP [x1, y1, x2, y2]`` with integers 0..1000 without leading zeros, x1 < x2, y1 < y2.
+    * search: ``STOP``, and ``STOP [x1, y1, x2, y2]`` with integers 0..1000 without leading zeros, x1 < x2,
+      y1 < y2; review: ``ACCEPT``, and ``REFINE [x1, y1, x2, y2]`` with the same box.
     """
 
-    def __init__(self):
-        words = {"STOP"}
+    def __init__(self, turn: str = "search"):
+        if turn not in ("search", "review"):
+            raise ValueError(f"unknown turn {turn!r}; use search or review")
+        self.turn = turn
+        self.box_open = BOX_OPEN if turn == "search" else REFINE_OPEN
+        words = {"STOP" if turn == "search" else "ACCEPT"}
         for move in lattice_moves():
             for a in _spellings(move.dtheta):
                 for b in _spellings(move.dphi):
                     words.add(f"MOVE {a} {b}")
         self.words = frozenset(words)
-        stems = words | {BOX_OPEN}
+        stems = words | {self.box_open}
         self._prefixes = frozenset(w[:i] for w in stems for i in range(len(w) + 1))
         self._proper_prefixes = frozenset(w[:i] for w in stems for i in range(len(w)))
         self.alphabet = frozenset("".join(stems) + "0123456789, ]")
@@ -121,21 +128,21 @@ class ActionGrammar:
         """Is ``text`` a prefix of some answer?"""
         if text in self._prefixes:
             return True
-        return text.startswith(BOX_OPEN) and scan_box(text[len(BOX_OPEN):]).viable
+        return text.startswith(self.box_open) and scan_box(text[len(self.box_open):]).viable
 
     def complete(self, text: str) -> bool:
         """Is ``text`` a whole answer?"""
         if text in self.words:
             return True
-        return text.startswith(BOX_OPEN) and scan_box(text[len(BOX_OPEN):]).complete
+        return text.startswith(self.box_open) and scan_box(text[len(self.box_open):]).complete
 
     def extendable(self, text: str) -> bool:
         """Is ``text`` a proper prefix of some answer (could the answer go on)?"""
         if text in self._proper_prefixes:
             return True
-        if not text.startswith(BOX_OPEN):
+        if not text.startswith(self.box_open):
             return False
-        scan = scan_box(text[len(BOX_OPEN):])
+        scan = scan_box(text[len(self.box_open):])
         return scan.viable and not scan.complete
 
 

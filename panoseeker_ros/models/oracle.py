@@ -74,7 +74,8 @@ class OracleSegmenter:
             return np.zeros((self.intrinsics.height, self.intrinsics.width), dtype=bool)
         return project_erp_mask(self._tracked, pose, self.intrinsics)
 
-    def segment(self, view: np.ndarray, box_px, pose: Pose) -> np.ndarray:
+    def segment(self, view: np.ndarray, box_px, pose: Pose, points=None, labels=None) -> np.ndarray:
+        """Point prompts (VBR) do not change the answer: the box alone decides what the oracle returns."""
         w, h = self.intrinsics.width, self.intrinsics.height
         x1, y1, x2, y2 = (int(round(v)) for v in box_px)
         x1, x2 = min(max(0, x1), w), min(max(0, x2), w)

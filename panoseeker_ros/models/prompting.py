@@ -12,6 +12,10 @@ Memory variants (``memory=``), the ablation of METHOD.md:
 * ``visual``: the current view and up to :data:`VISUAL_BUFFER` previous views, oldest first;
 * ``hybrid``: the text log and the previous views;
 * ``egosphere`` (default): the current view and the EgoSphere canvas.
+
+Two more kinds of turn, the same for every memory variant: a review turn (``obs.review``: the STOP view
+with the mask tinted and its box drawn; answer ACCEPT, REFINE [box] or MOVE, :func:`review_system_prompt`)
+and a VBR question (:func:`point_prompt`: the view with one point marked; answer Yes or No).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from ..core.geometry import DEFAULT_FOV_DEG, Pose
 from ..core.instruction import plain_text
 
 MEMORY_VARIANTS = ("none", "text", "visual", "hybrid", "egosphere")
+ANSWER_YES, ANSWER_NO = "Yes", "No"  # the two answers of a VBR question
 VISUAL_BUFFER = 5  # previous views shown by the visual and hybrid variants
 
 
@@ -84,6 +89,33 @@ def system_prompt(memory: str = "egosphere", fov_deg=DEFAULT_FOV_DEG, canvas_sty
     return "\n".join(lines)
 
 
+def review_system_prompt() -> str:
+    """The task of a review turn and its answers (core/actions.py grammar, review turn)."""
+    return "\n".join([
+        "You stopped a search for the object described by the instruction and marked it with a box. The image "
+        "shows the view you stopped at, with the segmentation of your box tinted magenta and the box drawn in "
+        "yellow. Judge whether the tinted region is exactly the object the instruction describes.",
+        "",
+        "Answer with exactly one of:",
+        "ACCEPT  the tinted region is the object.",
+        f"REFINE [x1, y1, x2, y2]  segment this box on the same view instead: the object's box in 0-{BOX_SCALE} "
+        f"coordinates (x to the right, y down, x1 < x2, y1 < y2).",
+        f"MOVE <dθ> <dϕ>  the object is not in this view: turn and search on; dθ is one of "
+        f"{_signed_list(DTHETA_VALUES)}; dϕ is one of {_signed_list(DPHI_VALUES)}.",
+        "Examples: ACCEPT | REFINE [412, 380, 590, 720] | MOVE +60 0",
+    ])
+
+
+def point_prompt(instruction: str, marked_view: np.ndarray) -> Prompt:
+    """A VBR question: is the point marked on ``marked_view`` (a red ring, core.verification.draw_marker) on
+    the object of ``instruction``? The answer is one of ANSWER_YES / ANSWER_NO (read from its first token)."""
+    content = [{"type": "text", "text": f"Instruction: {instruction}\n"}, {"type": "text", "text": "View:"},
+               {"type": "image"},
+               {"type": "text", "text": f"\nDoes the point marked by the red ring lie on the object the instruction "
+                                        f"describes? Answer {ANSWER_YES} or {ANSWER_NO}."}]
+    return Prompt([{"role": "user", "content": content}], [marked_view])
+
+
 def check_memory(memory: str) -> str:
     if memory not in MEMORY_VARIANTS:
         raise ValueError(f"unknown memory variant {memory!r}; choose one of {', '.join(MEMORY_VARIANTS)}")
@@ -114,10 +146,21 @@ class Prompt:
 def build_prompt(memory: str, obs: Observation, answer: str | None = None, system: str | None = None) -> Prompt:
     # one builder for inference and training: the prompt a model is trained on is the one it acts on
     """The messages for one decision, from the observation alone (its ``history`` holds the earlier
-    decisions). ``answer`` appends the assistant turn (supervised training)."""
+    decisions). ``answer`` appends the assistant turn (supervised training). A review turn (``obs.review``)
+    shows the reviewed picture under :func:`review_system_prompt` (``system`` overrides it)."""
     check_memory(memory)
     content: list[dict] = [{"type": "text", "text": f"Instruction: {plain_text(obs.instruction)}\n"}]
     images: list[np.ndarray] = []
+    if obs.review is not None:
+        review = obs.review
+        content += [{"type": "text", "text": f"Review {review.turn} of the view at {_fmt_pose(obs.pose)}, your box "
+                                             f"{list(review.box)}:"}, {"type": "image"},
+                    {"type": "text", "text": "\nYour answer:"}]
+        messages = [{"role": "system", "content": system if system is not None else review_system_prompt()},
+                    {"role": "user", "content": content}]
+        if answer is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return Prompt(messages, [review.picture(obs.view)])
 
     def image(label: str, img: np.ndarray) -> None:
         content.append({"type": "text", "text": label})

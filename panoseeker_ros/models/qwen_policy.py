@@ -47,13 +47,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..core.actions import Action, parse_action
+from ..core.actions import TURNS, Action, parse_action
 from ..core.episode import Decision, Observation
+from ..core.verification import draw_marker
 from ..core.geometry import DEFAULT_FOV_DEG
-from .action_decoding import BOX_OPEN, ActionGrammar, AnswerTrie, TokenConstraint, number_completions, scan_box, \
-    token_pieces
+from .action_decoding import ActionGrammar, AnswerTrie, TokenConstraint, number_completions, scan_box, token_pieces
 from .loading import TINY_MODELS_FIX, ModelLoadError, load_error, optional_file, placement, resolve_source
-from .prompting import Prompt, build_prompt, check_memory, system_prompt
+from .prompting import ANSWER_NO, ANSWER_YES, Prompt, build_prompt, check_memory, point_prompt, system_prompt
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 DECODINGS = ("constrained", "greedy", "sample")
@@ -232,10 +232,20 @@ class QwenPolicy:
         if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
             eos.add(im_end)
         self.eos_ids = sorted(int(i) for i in eos if i is not None)
-        self.grammar = ActionGrammar()
-        self.constraint = TokenConstraint(self.grammar, token_pieces(tokenizer), self.eos_ids, self.device)
-        self._finite_answers = sorted(self.grammar.words) + [BOX_OPEN]  # everything but the box numbers
-        self._tries: dict[tuple[str, int], AnswerTrie | None] = {}
+        pieces = token_pieces(tokenizer)
+        self.constraints = {turn: TokenConstraint(ActionGrammar(turn), pieces, self.eos_ids, self.device)
+                            for turn in TURNS}  # search turns and review turns (core/actions.py)
+        self.grammar, self.constraint = self.constraints["search"].grammar, self.constraints["search"]
+        # everything but the box numbers, per turn
+        self._finite_answers = {turn: sorted(c.grammar.words) + [c.grammar.box_open]
+                                for turn, c in self.constraints.items()}
+        # VBR: the first token of each answer word; P(yes) is the softmax over these two logits
+        self.yes_no_ids = tuple(tokenizer(word, add_special_tokens=False)["input_ids"][0]
+                                for word in (ANSWER_YES, ANSWER_NO))
+        if self.yes_no_ids[0] == self.yes_no_ids[1]:
+            raise ModelLoadError(f"the tokenizer starts {ANSWER_YES!r} and {ANSWER_NO!r} with the same token; "
+                                 f"a yes/no question cannot be read from one logit pair")
+        self._tries: dict[tuple[str, str, int], AnswerTrie | None] = {}
         self.fov_deg = tuple(fov_deg)
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
@@ -286,37 +296,42 @@ class QwenPolicy:
 
     @torch.inference_mode()
     def act(self, obs: Observation) -> Decision:
-        """Decide one step; unparseable answers follow the rule in the module docstring."""
+        """Decide one step (a search or a review turn, ``obs.turn``); unparseable answers follow the rule in
+        the module docstring (on a review turn the fallback accepts the mask)."""
+        turn = obs.turn
         encoded = self.encode(self.prompt(obs))
-        return self._decision(encoded, self.answer(encoded, self.decoding))
+        return self._decision(encoded, self.answer(encoded, self.decoding, turn), turn)
 
     @torch.inference_mode()
     def act_batch(self, observations) -> list[Decision]:
         """Decide several observations at once (a GRPO group, ``eval --batch``): their prompts are
         left-padded into one batch and prefilled in one forward pass (the images and the long prompt,
         most of a step's work); each answer is then decoded from its own rows of the cache, in order, as
-        :meth:`act` decodes it, so the decisions (and a sampler's draws) are those of one by one, up to
-        floating-point rounding between batched and single kernels. ``greedy`` decodes one by one."""
+        :meth:`act` decodes it (in its own turn's grammar), so the decisions (and a sampler's draws) are
+        those of one by one, up to floating-point rounding between batched and single kernels. ``greedy``
+        decodes one by one."""
         observations = list(observations)
         if len(observations) < 2 or self.decoding == "greedy":
             return [self.act(obs) for obs in observations]
         encoded = [self.encode(self.prompt(obs)) for obs in observations]
         states = self._prefill_batch(encoded)
         decode = self._decode_sample if self.decoding == "sample" else self._decode_constrained
-        return [self._decision(enc, decode(enc, state)) for enc, state in zip(encoded, states)]
+        return [self._decision(enc, decode(enc, obs.turn, state), obs.turn)
+                for enc, state, obs in zip(encoded, states, observations)]
 
-    def _decision(self, encoded: EncodedPrompt, answer: Answer) -> Decision:
+    def _decision(self, encoded: EncodedPrompt, answer: Answer, turn: str = "search") -> Decision:
         """The Decision of a decoded answer, under the parse-failure rule (module docstring)."""
         failed: list[str] = []
-        parsed = parse_action(answer.text)
+        parsed = parse_action(answer.text, turn)
         if not parsed.ok:
             failed.append(answer.text)
             if self.decoding == "greedy":  # one retry; a grammar-bound answer would come out the same
-                answer = self.answer(encoded, "constrained")
-                parsed = parse_action(answer.text)
+                answer = self.answer(encoded, "constrained", turn)
+                parsed = parse_action(answer.text, turn)
                 if not parsed.ok:
                     failed.append(answer.text)
-        action = parsed.action if parsed.ok else Action.stop_at(None)
+        fallback = Action.stop_at(None) if turn == "search" else Action.accept_mask()
+        action = parsed.action if parsed.ok else fallback
         info = dict(answer.info, failed_answers=failed, token_ids=list(answer.tokens))
         if self.decoding == "sample":
             info["prompt_ids"] = encoded.input_ids[0].tolist()
@@ -327,7 +342,26 @@ class QwenPolicy:
     # -- prompt and inputs ---------------------------------------------------------------------
 
     def prompt(self, obs: Observation) -> Prompt:
+        if obs.review is not None:  # the review turn has its own system prompt (prompting.review_system_prompt)
+            return build_prompt(self.memory, obs)
         return build_prompt(self.memory, obs, system=system_prompt(self.memory, self.fov_deg, obs.canvas_style))
+
+    @torch.inference_mode()
+    def verify(self, view: np.ndarray, pose, instruction: str, points) -> list[float]:
+        """VBR: P(yes) for each (x, y) point of ``view``, one yes/no question per point (the view with that
+        point marked, :func:`~.prompting.point_prompt`), all in ONE forward pass; the answer is constrained
+        to the two answer tokens: P(yes) = softmax(logit_yes, logit_no)[0] at the answer position."""
+        if not len(points):
+            return []
+        encoded = [self.encode(point_prompt(instruction, draw_marker(view, p))) for p in points]
+        ids = torch.cat([e.input_ids for e in encoded])  # one text, one image size: every row has one length
+        out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                         mm_token_type_ids=torch.cat([e.mm_token_type_ids for e in encoded]),
+                         pixel_values=torch.cat([e.pixel_values for e in encoded]),
+                         image_grid_thw=torch.cat([e.image_grid_thw for e in encoded]), use_cache=False,
+                         logits_to_keep=1)
+        pair = out.logits[:, -1, list(self.yes_no_ids)].float()
+        return torch.softmax(pair, dim=-1)[:, 0].cpu().tolist()
 
     def prompt_text(self, prompt: Prompt) -> str:
         return self.tokenizer.apply_chat_template(prompt.messages, chat_template=self.chat_template, tokenize=False,
@@ -384,7 +418,7 @@ class QwenPolicy:
                 "pixel_values": enc.pixel_values, "image_grid_thw": enc.image_grid_thw}
 
     def logprobs(self, prompt: Prompt | EncodedPrompt, token_ids, grammar: bool = True, temperature: float = 1.0,
-                 model=None, top_p: float = 1.0) -> torch.Tensor:
+                 model=None, top_p: float = 1.0, turn: str = "search") -> torch.Tensor:
         """Log-probabilities (n,) of the given answer ``token_ids`` (n ids) after ``prompt``, differentiable.
 
         One forward pass over prompt + answer whose output layer runs only at the n answer positions
@@ -394,7 +428,9 @@ class QwenPolicy:
         ``top_p`` < 1 (with ``grammar``) renormalises over the nucleus of each position, as the sampler
         draws, the given token always kept in it (a policy that moved since sampling may rank it lower).
         ``model``: the module to run (e.g. the wrapper an accelerator prepared; default the policy's).
+        ``turn``: whose grammar (search or review, core/actions.py).
         """
+        constraint = self.constraints[turn]
         batch = self.training_inputs(prompt, token_ids)
         n = len(token_ids)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -405,7 +441,7 @@ class QwenPolicy:
             return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
         out, text = [], ""
         for j, token in enumerate(targets.tolist()):
-            allowed = self.constraint.allowed(text)[0]  # a fresh index: the cached one may be an inference tensor
+            allowed = constraint.allowed(text)[0]  # a fresh index: the cached one may be an inference tensor
             if token not in allowed:
                 raise ValueError(f"answer token {token} at position {j} is outside the action grammar after "
                                  f"{text!r}; score it with grammar=False")
@@ -417,24 +453,25 @@ class QwenPolicy:
                     keep[at] = True
                 row = row.masked_fill(~keep, float("-inf"))
             out.append(row[at] - torch.logsumexp(row, dim=0))
-            text += self.constraint.pieces[token] or ""
+            text += constraint.pieces[token] or ""
         return torch.stack(out)
 
     # -- decoding ------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def answer(self, encoded: EncodedPrompt, decoding: str) -> Answer:
+    def answer(self, encoded: EncodedPrompt, decoding: str, turn: str = "search") -> Answer:
         """Decode one answer: ``constrained`` (fast), ``greedy`` (model.generate) or ``generate-constrained``
-        (model.generate restricted to the grammar token by token: the slow reference of ``constrained``)."""
+        (model.generate restricted to the grammar token by token: the slow reference of ``constrained``);
+        ``turn`` chooses the grammar (search or review, core/actions.py)."""
         if decoding == "constrained":
-            return self._decode_constrained(encoded)
+            return self._decode_constrained(encoded, turn)
         if decoding == "sample":
-            return self._decode_sample(encoded)
+            return self._decode_sample(encoded, turn)
         if decoding in ("greedy", "generate-constrained"):
-            return self._generate(encoded, decoding == "generate-constrained")
+            return self._generate(encoded, decoding == "generate-constrained", turn)
         raise ValueError(f"unknown decoding {decoding!r}; choose constrained, greedy, sample or generate-constrained")
 
-    def _generate(self, encoded: EncodedPrompt, grammar: bool) -> Answer:
+    def _generate(self, encoded: EncodedPrompt, grammar: bool, turn: str = "search") -> Answer:
         from transformers import GenerationConfig
 
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
@@ -444,7 +481,8 @@ class QwenPolicy:
         allowed = None
         if grammar:
             def allowed(_batch, ids):
-                return self.constraint.allowed(self.constraint.text_of(ids[start:].tolist()))[0]
+                constraint = self.constraints[turn]
+                return constraint.allowed(constraint.text_of(ids[start:].tolist()))[0]
         out = self.model.generate(**encoded.generate_kwargs(), generation_config=config,
                                   prefix_allowed_tokens_fn=allowed)
         tokens = [int(t) for t in out[0, start:].tolist()]
@@ -508,24 +546,25 @@ class QwenPolicy:
         ids = torch.tensor([[token]], dtype=torch.long, device=self.device)
         return self.model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True).logits[0, -1]
 
-    def _continuations(self, text: str) -> list[str]:
+    def _continuations(self, text: str, turn: str = "search") -> list[str]:
         """What a draft trie proposes after ``text``: every way to finish a MOVE / STOP answer, or inside a
         box every way to finish the number begun (with its separator). Nothing at the start of a box number,
         where all of 0..999 would make the draft bigger than the steps it saves."""
-        if text.startswith(BOX_OPEN):
-            field = scan_box(text[len(BOX_OPEN):]).open_field
+        box_open = self.constraints[turn].grammar.box_open
+        if text.startswith(box_open):
+            field = scan_box(text[len(box_open):]).open_field
             if field is None or not field[0]:
                 return []
             digits, lo, hi, sep = field
             return [tail + sep for tail in number_completions(digits, lo, hi)]
-        return [w[len(text):] for w in self._finite_answers if w.startswith(text) and len(w) > len(text)]
+        return [w[len(text):] for w in self._finite_answers[turn] if w.startswith(text) and len(w) > len(text)]
 
-    def _draft_trie(self, text: str, token: int) -> AnswerTrie | None:
+    def _draft_trie(self, text: str, token: int, turn: str = "search") -> AnswerTrie | None:
         """The trie rooted at ``token`` (just written; ``text`` includes it) of the continuations of ``text``,
         each tokenized from there; None when there is none to propose."""
-        key = (text, token)
+        key = (turn, text, token)
         if key not in self._tries:
-            rest = self._continuations(text)
+            rest = self._continuations(text, turn)
             seqs = [[token] + ids for ids in self.tokenizer(rest, add_special_tokens=False)["input_ids"]] if rest else []
             if len(self._tries) > 4096:
                 self._tries.clear()
@@ -598,12 +637,13 @@ class QwenPolicy:
             states.append((rows, out.logits[i, -1], delta, 0))
         return states
 
-    def _decode_constrained(self, encoded: EncodedPrompt, state=None) -> Answer:
+    def _decode_constrained(self, encoded: EncodedPrompt, turn: str = "search", state=None) -> Answer:
         """Grammar-constrained greedy decoding. Each chosen token that does not end the answer is scored
         together with a draft trie of the grammar's continuations in one pass; while the greedy choices stay
         in that trie no further pass is needed. Choices are made from the logits alone, so the drafts change
         the number of passes, never the tokens."""
-        grammar, constraint = self.grammar, self.constraint
+        constraint = self.constraints[turn]
+        grammar = constraint.grammar
         length = encoded.length
         cache, logits, delta, reused = self._prefill(encoded) if state is None else state
         passes, in_cache, drafted = 1, 0, 0  # forward passes; answer tokens in the cache; tokens read off tries
@@ -631,7 +671,7 @@ class QwenPolicy:
                 trie = None
             if grammar.complete(text) and not grammar.extendable(text):
                 break  # the answer is whole: no logits needed after it
-            trie = self._draft_trie(text, token)
+            trie = self._draft_trie(text, token, turn)
             if trie is not None:
                 hidden = self._score_trie(cache, length + in_cache, delta, trie)
                 node = trie.child(-1, token)
@@ -644,11 +684,12 @@ class QwenPolicy:
                                      "reused_prefix_tokens": reused, "forward_passes": passes,
                                      "drafted_tokens": drafted})
 
-    def _decode_sample(self, encoded: EncodedPrompt, state=None) -> Answer:
+    def _decode_sample(self, encoded: EncodedPrompt, turn: str = "search", state=None) -> Answer:
         """Grammar-constrained sampling (module docstring), one token per forward pass after the prompt.
         An end token that is drawn is part of ``tokens`` (and of the scored answer); an answer the grammar
         cannot extend ends without one, as in the constrained decoder."""
-        grammar, constraint = self.grammar, self.constraint
+        constraint = self.constraints[turn]
+        grammar = constraint.grammar
         cache, logits, delta, reused = self._prefill(encoded) if state is None else state
         text, tokens, logps = "", [], []
         eos = set(self.eos_ids)

@@ -84,13 +84,15 @@ def make_policy(name: str, config: SeekConfig | None = None, truth: GroundTruth 
 
 def make_segmenter(name: str, config: SeekConfig | None = None, truth: GroundTruth | None = None,
                    **model_options) -> Segmenter:
-    """``oracle`` needs ``truth``; ``sam3`` takes ``model`` and the :meth:`Sam3Segmenter.from_pretrained` options."""
+    """``oracle`` needs ``truth``; ``sam3`` takes ``model`` and the :meth:`Sam3Segmenter.from_pretrained` options
+    (its own entropy point prompts when ``config.segmentation.point_prompts`` is ``entropy``)."""
     config = config or SeekConfig()
     if name == "oracle":
         return OracleSegmenter(_truth("segmenter", name, truth), config.camera.intrinsics())
     if name == "sam3":
         from .sam3_segmenter import Sam3Segmenter
 
+        model_options.setdefault("point_prompts", config.segmentation.point_prompts == "entropy")
         return Sam3Segmenter.from_pretrained(**model_options)
     raise ValueError(f"unknown segmenter {name!r}; choose one of {', '.join(SEGMENTERS)}")
 

@@ -14,6 +14,9 @@ the Bernoulli entropy of the mask probabilities ranks the pixels inside the box;
 foreground pixels (the second at least a quarter of the box diagonal from the first, when possible) and
 the most confident background pixel become point prompts for a second pass with box + points.
 
+Given point prompts (VBR: the points the policy confirmed by looking, view pixels with labels 1 / 0),
+one pass decodes the box with those points and the entropy points are not added.
+
 Tracking (the official alignment, :meth:`Sam3Segmenter.track`): the object of the last ``segment`` call
 is followed into later views by transformers' ``Sam3TrackerVideoModel`` in a streaming inference
 session: its first frame is the STOP view with the STOP box, every later view is one more frame, and
@@ -201,8 +204,9 @@ class Sam3Segmenter:
     # -- Segmenter protocol --------------------------------------------------------------------
 
     @torch.inference_mode()
-    def segment(self, view: np.ndarray, box_px, pose: Pose | None = None) -> np.ndarray:
-        """(H, W) bool mask of the object in ``box_px`` = (x1, y1, x2, y2) view pixels; may be empty."""
+    def segment(self, view: np.ndarray, box_px, pose: Pose | None = None, points=None, labels=None) -> np.ndarray:
+        """(H, W) bool mask of the object in ``box_px`` = (x1, y1, x2, y2) view pixels; may be empty.
+        ``points`` ((x, y) view pixels) with ``labels`` (1 on the object, 0 off it) prompt beside the box."""
         height, width = view.shape[:2]
         x1, y1, x2, y2 = (float(v) for v in box_px)
         if not (x2 > x1 and y2 > y1):
@@ -211,9 +215,17 @@ class Sam3Segmenter:
         embeddings = self.embeddings(view)
         sx, sy = self.image_size / width, self.image_size / height
         box = [x1 * sx, y1 * sy, x2 * sx, y2 * sy]
-        logits, iou, objectness = self._decode(embeddings, box)
-        self.last.update(iou=iou, object_score=objectness, points=None, labels=None)
-        if self.point_prompts:
+        if points:
+            if len(points) != len(labels or ()):
+                raise ValueError(f"{len(points)} points came with {len(labels or ())} labels; give one label "
+                                 f"(1 on the object, 0 off it) per point")
+            given = [[(float(x) + 0.5) * sx - 0.5, (float(y) + 0.5) * sy - 0.5] for x, y in points]
+            logits, iou, objectness = self._decode(embeddings, box, given, [int(v) for v in labels])
+            self.last.update(iou=iou, object_score=objectness, points=given, labels=[int(v) for v in labels])
+        else:
+            logits, iou, objectness = self._decode(embeddings, box)
+            self.last.update(iou=iou, object_score=objectness, points=None, labels=None)
+        if self.point_prompts and not points:
             grid = logits.shape[0] / self.image_size
             picked = self._entropy_points(logits, [v * grid for v in box])
             if picked is not None:

@@ -76,10 +76,11 @@ def cmd_launch(args) -> int:
                            on_line=lambda line: print(line, flush=True), abort=dead)
         if outcome.state not in ("success", "failure"):
             print(f"{outcome.state}: {outcome.message}", flush=True)
-        if outcome.feedback:
-            graph_s = [fb.get("observe_s", 0.0) for fb in outcome.feedback]
-            policy_s = [fb.get("latency_s", 0.0) for fb in outcome.feedback]
-            print(f"{len(outcome.feedback)} steps; per step: graph (request → view) "
+        steps = [fb for fb in outcome.feedback if "review" not in fb]  # review turns are not steps
+        if steps:
+            graph_s = [fb.get("observe_s", 0.0) for fb in steps]
+            policy_s = [fb.get("latency_s", 0.0) for fb in steps]
+            print(f"{len(steps)} steps; per step: graph (request → view) "
                   f"{sum(graph_s) / len(graph_s):.3f} s, policy {sum(policy_s) / len(policy_s):.3f} s on average",
                   flush=True)
         return outcome.exit_code

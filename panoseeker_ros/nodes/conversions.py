@@ -5,7 +5,8 @@
 * sensor_msgs/CameraInfo from core :class:`~panoseeker_ros.core.geometry.Intrinsics`.
 * sensor_msgs/JointState (joints ``pan`` and ``tilt``, radians, REP-103) ↔ core poses (degrees),
   through :mod:`panoseeker_ros.core.geometry`'s pan/tilt functions.
-* geometry_msgs/PolygonStamped ↔ a pixel box (x1, y1, x2, y2).
+* geometry_msgs/PolygonStamped ↔ a pixel box (x1, y1, x2, y2): its corners have z = 0; point prompts
+  (VBR) follow as more points with z = +1 (on the object) or z = -1 (off it).
 * builtin_interfaces/Time ↔ seconds / nanoseconds.
 """
 from __future__ import annotations
@@ -187,18 +188,29 @@ def move_to_joint_state(dtheta: float, dphi: float, header: Header) -> JointStat
 # Boxes
 
 
-def box_to_polygon(box_px, header: Header) -> PolygonStamped:
-    """Pixel box (x1, y1, x2, y2) → its 4 corners, clockwise from top-left; None → no points."""
+def box_to_polygon(box_px, header: Header, points=(), labels=()) -> PolygonStamped:
+    """Pixel box (x1, y1, x2, y2) → its 4 corners (z = 0), clockwise from top-left; None → no points. Point
+    prompts ((x, y) pixels, labels 1 / 0) follow with z = +1 / -1."""
     msg = PolygonStamped(header=header)
     if box_px is not None:
         x1, y1, x2, y2 = (float(v) for v in box_px)
         msg.polygon.points = [Point32(x=x1, y=y1), Point32(x=x2, y=y1), Point32(x=x2, y=y2), Point32(x=x1, y=y2)]
+        msg.polygon.points += [Point32(x=float(x), y=float(y), z=1.0 if label else -1.0)
+                               for (x, y), label in zip(points, labels)]
     return msg
 
 
+def polygon_points(msg: PolygonStamped) -> tuple[list, list]:
+    """The point prompts of a target: ((x, y) pixels, labels 1 for z > 0, 0 for z < 0)."""
+    pts = [p for p in msg.polygon.points if p.z != 0]
+    if not all(math.isfinite(v) for p in pts for v in (p.x, p.y)):
+        raise MessageError("target point prompts have non-finite coordinates; send pixel coordinates")
+    return [(float(p.x), float(p.y)) for p in pts], [1 if p.z > 0 else 0 for p in pts]
+
+
 def polygon_to_box(msg: PolygonStamped):
-    """PolygonStamped → pixel box (x1, y1, x2, y2) around its points; None when it has none."""
-    pts = msg.polygon.points
+    """PolygonStamped → pixel box (x1, y1, x2, y2) around its corners (z = 0); None when it has none."""
+    pts = [p for p in msg.polygon.points if p.z == 0]
     if not pts:
         return None
     xs, ys = [p.x for p in pts], [p.y for p in pts]

@@ -55,6 +55,9 @@ def pose_text(pan, tilt) -> str:
 
 
 def feedback_line(fb: dict) -> str:
+    if "review" in fb:  # a review turn of the mask after STOP
+        return (f"review {fb['review']} of the mask ({fb.get('mask_pixels', 0)} px): {fb.get('action', ''):<22} "
+                f"policy {fb.get('latency_s', 0.0):.3f} s")
     return (f"step {fb.get('step', 0):2d} at {pose_text(fb.get('pan'), fb.get('tilt'))}  {fb.get('action', ''):<22} "
             f"policy {fb.get('latency_s', 0.0):.3f} s  graph {fb.get('observe_s', 0.0):.3f} s")
 

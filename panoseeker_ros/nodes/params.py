@@ -1,6 +1,6 @@
 """Parameter declaration: the shared settings of ``config/seek.yaml`` and each node's own ones.
 
-The shared sections (``camera.*``, ``episode.*``, ``reward.*``, ``alignment.*``) are declared from the
+The shared sections (``camera.*``, ``episode.*``, ``reward.*``, ``alignment.*``, ``segmentation.*``) are declared from the
 core dataclasses and turned into a :class:`~panoseeker_ros.core.config.SeekConfig` by the same
 ``config_from_dict`` that ``panoseeker eval`` uses, so every node and the CLI agree on one file.
 
@@ -18,6 +18,8 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from ..core.config import SECTIONS, ConfigError, SeekConfig, config_from_dict
+
+LIVE_SECTIONS = ("alignment", "segmentation")  # shared sections a node may apply at run time (its next search)
 
 SHARED_DESCRIPTIONS = {
     "camera.fov_deg": "horizontal and vertical field of view [deg], each in (0, 180)",
@@ -42,6 +44,13 @@ SHARED_DESCRIPTIONS = {
     "alignment.centering_moves": "track: centring moves after the move to the centroid",
     "alignment.max_looks": "carried-box: looks at most (more than one only while the mask is cut by the border)",
     "alignment.tolerance_deg": "move again only while the centroid is this far or farther off centre [deg]",
+    "segmentation.point_prompts": "none | entropy (SAM-3's own entropy-ranked points, read by the segmentation "
+                                  "node) | vbr (the policy verifies candidate points by looking)",
+    "segmentation.max_refinements": "review turns after a mask may change it this often (REFINE, MOVE); 0: no review",
+    "segmentation.refinement_cost": "subtracted from the return per refinement",
+    "segmentation.vbr_candidates": "vbr: candidate points at most",
+    "segmentation.vbr_batch": "vbr: points asked per round (one batched forward pass)",
+    "segmentation.vbr_threshold": "vbr: P(yes) at least this makes a positive point, at most 1 - this a negative one",
 }
 
 SIM_DESCRIPTIONS = {
@@ -60,8 +69,9 @@ def _fail(node: Node, name: str, exc: Exception) -> ConfigError:
 
 def declare_seek_config(node: Node, live: Callable[[SeekConfig], None] | None = None) -> SeekConfig:
     """Declare the shared sections and return the SeekConfig they make. ``camera``, ``episode`` and
-    ``reward`` are read-only (every node must agree on them); with ``live``, ``alignment.*`` is applied
-    at run time: ``live`` gets the new SeekConfig (a search in progress keeps the one it started with)."""
+    ``reward`` are read-only (every node must agree on them); with ``live``, ``alignment.*`` and
+    ``segmentation.*`` are applied at run time: ``live`` gets the new SeekConfig (a search in progress
+    keeps the one it started with)."""
     values: dict = {}
     for section, cls in SECTIONS.items():
         defaults = cls()
@@ -70,7 +80,7 @@ def declare_seek_config(node: Node, live: Callable[[SeekConfig], None] | None = 
             default = getattr(defaults, f.name)
             if isinstance(default, tuple):
                 default = [float(v) for v in default]
-            runtime = live is not None and section == "alignment"
+            runtime = live is not None and section in LIVE_SECTIONS
             desc = ParameterDescriptor(description=SHARED_DESCRIPTIONS.get(name, ""), read_only=not runtime,
                                        dynamic_typing=True)  # 90 and 90.0 both mean degrees
             try:
@@ -95,8 +105,8 @@ def declare_seek_config(node: Node, live: Callable[[SeekConfig], None] | None = 
             live(new)
             return None
 
-        _live(node).groups.append((tuple(f"alignment.{f.name}" for f in dataclasses.fields(SECTIONS["alignment"])),
-                                   apply))
+        _live(node).groups.append((tuple(f"{sec}.{f.name}" for sec in LIVE_SECTIONS
+                                         for f in dataclasses.fields(SECTIONS[sec])), apply))
     return config
 
 

@@ -3,8 +3,9 @@ requests over topics; the episode itself (decisions, EgoSphere, alignment, scori
 
     Capture → camera/reset (or a zero move), the next view stamped after it
     Move    → camera/move, the next view          Look → camera/look, the next view
-    Decide  → the policy backend (inference thread)
-    Segment → target (box on a view), the segmentation/mask stamped like that view
+    Decide  → the policy backend (inference thread); a review turn (ACCEPT | REFINE | MOVE) too
+    Verify  → the policy backend's yes/no answers on marked points (inference thread; VBR)
+    Segment → target (box on a view, VBR points after its corners), the segmentation/mask stamped like that view
     Track   → segmentation/track (the view's header), the segmentation/mask stamped like that view
     Done    → result/mask, result/overlay, result/pose, then result and the final status
 
@@ -34,9 +35,9 @@ Parameters (read-only unless marked live: ``ros2 param set`` applies those at on
     segmentation_timeout_s (live): wait for the mask of a target [s]
     min_step_period_s (live): least time between two decisions; > 0 paces a simulated search for people [s]
     max_instructions_per_s (read-only): instructions beyond this rate are rejected with a status
-    alignment.* (live; the next search uses them), camera.*, episode.*, reward.* (read-only, shared)
-Threads: decisions (the policy's forward pass) run only in the inference group (one
-MutuallyExclusiveCallbackGroup under a MultiThreadedExecutor); a view is integrated into the episode in the
+    alignment.*, segmentation.* (live; the next search uses them), camera.*, episode.*, reward.* (read-only, shared)
+Threads: decisions and point questions (the policy's forward passes) run only in the inference group (one
+MutuallyExclusiveCallbackGroup under a MultiThreadedExecutor); a view or mask is given to the episode in the
 io group where it arrives (the episode waits for it, so no other thread touches it then; no executor hop per
 step); instructions, cancel, observations and the watchdog never wait for a forward pass.
 """
@@ -59,8 +60,10 @@ from std_srvs.srv import Trigger
 
 from ..core.config import ConfigError
 from ..core.dataset import DatasetError
+from ..core.actions import pixels_to_box
+from ..core.environment import verify
 from ..core.episode import (Capture, Decide, Decision, Done, Episode, EpisodeResult, Frame, Look, Move, Segment,
-                            Track, episode_record)
+                            Track, Verify, episode_record)
 from ..core.geometry import pose_to_pan_tilt
 from ..core.limits import RateLimit
 from ..core.visualize import overlay_mask
@@ -329,7 +332,7 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             search.queued_s = time.monotonic()
         if isinstance(req, Done):
             return self._finish(search, req.result)
-        if isinstance(req, Decide):
+        if isinstance(req, (Decide, Verify)):
             return self.think.trigger()
         if isinstance(req, (Segment, Track)):
             return self._send_target(search, req)
@@ -390,11 +393,13 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             hdr = header(time_msg(stamp), frame_id)
             self.pub_target_view.publish(rgb_to_image(req.frame.view, hdr))  # only this view reaches the segmenter
             self.pub_target_pose.publish(pose_to_joint_state(req.frame.pose, hdr))
-            pub.publish(hdr if isinstance(req, Track) else box_to_polygon(req.box_px, hdr))
+            pub.publish(hdr if isinstance(req, Track) else box_to_polygon(req.box_px, hdr, req.points, req.labels))
         if isinstance(req, Segment) and req.look == 0:
-            box = search.episode.records[-1].action.box
-            self._status("segmenting", f"STOP after {search.episode.steps} steps; segmenting box "
-                                       f"{[round(float(v)) for v in box]}", search)
+            box = list(pixels_to_box(req.box_px, *self.view_size))
+            what = f"with {len(req.points)} verified points" if req.points else (
+                f"refinement {search.episode.refinements}" if search.episode.refinements else
+                f"STOP after {search.episode.steps} steps")
+            self._status("segmenting", f"{what}; segmenting box {box}", search)
 
     # ------------------------------------------------------------------ answers in
 
@@ -506,23 +511,40 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             if search is None or search.ended:
                 return
             req, answer, search.answer = search.request, search.answer, None
-        if not isinstance(req, Decide):
+        if not isinstance(req, (Decide, Verify)):
             return self._observe(search, answer) if answer is not None else None  # a mask
         try:
-            while isinstance(req, Decide):
-                decision = self._decide(search, req.observation)
-                if decision is None:
+            while isinstance(req, (Decide, Verify)):
+                answer = self._decide(search, req.observation) if isinstance(req, Decide) else self._verify(search, req)
+                if answer is None:
                     return
-                req = search.episode.observe(decision)
+                req = search.episode.observe(answer)
         except Exception as exc:  # noqa: BLE001 - a backend or episode error ends this search, not the node
             return self._end(search, "failed", f"the search failed at step {search.episode.steps + 1}: "
                                                f"{type(exc).__name__}: {exc}") and None
         self._execute(search, req)
 
+    def _verify(self, search: Search, req: Verify) -> list | None:
+        """VBR: the policy's P(yes) for each marked point (None: the search ended meanwhile)."""
+        self._status("verifying", f"asking the policy about {len(req.points)} marked points inside the box", search)
+        try:
+            confidences = verify(self.policy, req)
+        except Exception as exc:  # noqa: BLE001
+            self._end(search, "failed", f"the {self.backend} policy failed to verify points: "
+                                        f"{type(exc).__name__}: {exc}")
+            return None
+        with self.lock:
+            return None if self.search is not search or search.ended else confidences
+
     def _decide(self, search: Search, obs) -> Decision | None:
-        """The policy's decision (None: the search ended meanwhile); publishes the canvas and feedback."""
+        """The policy's decision (None: the search ended meanwhile); publishes the canvas and feedback (a
+        review turn: its number and the reviewed mask's pixel count too)."""
         stamp, frame_id = search.stamps[id(search.episode.frame)]
         hdr = header(time_msg(stamp), frame_id)
+        review = {}
+        if obs.review is not None:
+            review = {"review": obs.review.turn, "mask_pixels": int(obs.review.mask.sum())}
+            self._status("verifying", f"review {obs.review.turn} of the mask ({review['mask_pixels']} px)", search)
         if self.pub_canvas.get_subscription_count():
             self.pub_canvas.publish(rgb_to_image(obs.canvas, hdr))
         t0 = time.perf_counter()
@@ -539,9 +561,9 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             search.not_before_s = time.monotonic() + self.min_step_period_s
         pan, tilt = pose_to_pan_tilt(obs.pose)
         self.pub_feedback.publish(String(data=api.dumps({
-            **search.tag(), "step": obs.step + 1, "pan": pan, "tilt": tilt, "action": decision.action.to_text(),
+            **search.tag(), "step": obs.step + (0 if review else 1), "pan": pan, "tilt": tilt, "action": decision.action.to_text(),
             "text": decision.text, "latency_s": round(decision.latency_s, 6), "observe_s": round(search.observe_s, 6),
-            "stamp": stamp})))
+            "stamp": stamp, **review})))
         return decision
 
     def _finish(self, search: Search, result: EpisodeResult) -> None:
@@ -564,7 +586,8 @@ class PolicyNode(AutostartMixin, LifecycleNode):
             message += f"; IoU {o.iou:.2f}, {o.final_distance_deg:.1f}° from the target centroid"
         self.pub_result.publish(String(data=api.dumps({
             **search.tag(), "success": ok, "found": result.found, "aligned": result.looks > 0, "looks": result.looks,
-            "steps": result.steps, "pan": pan, "tilt": tilt, "mask_pixels": int(result.mask.sum()),
+            "steps": result.steps, "refinements": result.refinements, "pan": pan, "tilt": tilt,
+            "mask_pixels": int(result.mask.sum()),
             "iou": result.score.outcome.iou if result.score else None,
             "distance": math.radians(result.score.outcome.final_distance_deg) if result.score else None,
             "message": message, "stamp": stamp,

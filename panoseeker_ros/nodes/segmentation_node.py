@@ -17,10 +17,11 @@ Topics (relative to the namespace; QoS names from ``interface.py``)
                segmentation/status  std_msgs/String (JSON)       status   {state: active | inactive, backend, message,
                                                                           failed_stamp: the target that failed}
 Parameters (read-only unless marked live)
-    autostart, backend (sam3 | oracle: the simulated scene's ground-truth mask), model, device, point_prompts
+    autostart, backend (sam3 | oracle: the simulated scene's ground-truth mask), model, device
     view_timeout_s (live): wait for the view a target is on [s]
     dataset, split, episode_id: the simulated episode (oracle backend)
-    camera.*, episode.*, reward.*, alignment.* (read-only, shared)
+    camera.*, episode.*, reward.*, alignment.*, segmentation.* (read-only, shared; segmentation.point_prompts:
+        entropy adds SAM-3's own entropy-ranked points; a target's extra polygon points are VBR point prompts)
 """
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ from std_msgs.msg import Header, String
 
 from ..core.config import ConfigError
 from ..core.dataset import DatasetError
-from ..core.environment import track
+from ..core.environment import segment, track
 from ..models.registry import SEGMENTERS, make_segmenter, needs_truth
 from . import interface as api
-from .conversions import MessageError, image_to_rgb, joint_state_to_pose, mask_to_image, polygon_to_box, stamp_ns
+from .conversions import (MessageError, image_to_rgb, joint_state_to_pose, mask_to_image, polygon_points,
+                          polygon_to_box, stamp_ns)
 from .params import declare, declare_seek_config, declare_sim_episode
 from .runtime import AutostartMixin, WarnOnce, free_accelerator_memory, load_sim_env, resolve_model_param, run_node
 from .sync import ExactTimeSync
@@ -59,7 +61,6 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
         self.backend = declare(self, "backend", "oracle", "segmenter backend", choices=SEGMENTERS)
         self.model = declare(self, "model", "", "sam3: model directory, or hub id pinned as org/name@<commit>")
         self.device = declare(self, "device", "", "sam3: torch device; empty: automatic")
-        self.point_prompts = declare(self, "point_prompts", False, "sam3: entropy-ranked point prompts")
         self.view_timeout_s = declare(self, "view_timeout_s", 5.0, "wait for the view a target is on [s]",
                                       lo=0.1, hi=600.0, on_change=lambda v: setattr(self, "view_timeout_s", v))
         self.warn_once = WarnOnce(self)
@@ -140,7 +141,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
                                                                           self.config, who, self.split).truth)
         opts = {"model": resolve_model_param(who, "model", self.model, "a local SAM-3 model directory",
                                              required=True),
-                "device": self.device or None, "point_prompts": self.point_prompts}
+                "device": self.device or None}
         return make_segmenter(self.backend, self.config, **{k: v for k, v in opts.items() if v is not None})
 
     def _status(self, state: str, message: str, log: bool = True, **extra) -> None:
@@ -205,7 +206,7 @@ class SegmentationNode(AutostartMixin, LifecycleNode):
                 box = polygon_to_box(msg)
                 if box is None:
                     raise MessageError("the target has no points; send the 4 corners of a box in view pixels")
-                mask = self.segmenter.segment(view, box, pose)
+                mask = segment(self.segmenter, view, box, pose, *polygon_points(msg))
         except MessageError as exc:
             return self._failed(stamp, f"bad target: {exc}")
         except Exception as exc:  # noqa: BLE001 - a backend error fails this target, not the node

@@ -20,7 +20,8 @@ def cmd_make_sft_data(args) -> int:
         raise DataError(f"{out} holds SFT data already; choose another --out")
     demos = []
     if args.dataset:
-        demos += [(r, s, "expert") for r, s in expert_demonstrations(load_dataset(args.dataset, args.split), config)]
+        demos += [(r, s, "expert") for r, s in expert_demonstrations(load_dataset(args.dataset, args.split), config,
+                                                                     args.box_noise, args.seed)]
     for bag in args.bag or []:
         demos += [(r, s, "bag") for r, s in bag_demonstrations(bag, config)]
     counts: dict[str, int] = {}
@@ -98,10 +99,15 @@ def register(subparsers) -> None:
                    help="add any-start-to-target demonstrations from each scene's graph of recorded views")
     p.add_argument("--view-graph-limit", type=int, default=None, help="at most this many per instruction")
     p.add_argument("--keep-failures", action="store_true", help="also write searches that did not succeed")
+    p.add_argument("--box-noise", type=float, default=0.0,
+                   help="share of the expert's STOP boxes made wrong first (shifted, too large, a neighbour), so "
+                        "its review turns show a recovery (REFINE to the right box); 0: none")
+    p.add_argument("--seed", type=int, default=0, help="seed of the box noise")
     p.add_argument("--accept-unscored", action="store_true",
                    help="recorded searches (bags) have no score: write those that end in STOP with a box, on "
                         "the operator's word that they ended on their target (without it they are left out)")
-    p.add_argument("--config", help="parameter YAML (camera, episode, reward; default: built-in defaults)")
+    p.add_argument("--config", help="parameter YAML (camera, episode, reward, segmentation; default: built-in "
+                                    "defaults)")
     p.set_defaults(func=cmd_make_sft_data)
 
     p = subparsers.add_parser("train-sft", formatter_class=fmt, help="supervised LoRA fine-tuning on SFT records")

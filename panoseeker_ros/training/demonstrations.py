@@ -15,6 +15,13 @@ decisions of the episode (their views for the visual memory variants, their move
 ``answer`` is the action text to learn. :func:`record_observation` rebuilds the Observation, so the
 prompt at training time comes from the same builder as at inference.
 
+A review turn (core/episode.py, segmentation as an agent) is a record too, after the search's records:
+``"turn": "review"`` and ``"review": {"mask": "images/<episode>/r1-mask.png", "box": [...], "turn": 1,
+"refinements": 0}`` (the mask it judged, on the STOP ``view``), with an ``answer`` in the review grammar
+(``ACCEPT``, ``REFINE [...]``, ``MOVE ...``). With ``box_noise`` the expert's first boxes are made wrong
+(``models.baselines.PerturbedStops``: shifted, too large, a neighbour) so that its review turns show how
+to recover (REFINE to the right box); the search record keeps the expert's own STOP box as its answer.
+
 Sources: ``expert`` (the oracle expert in the simulator), ``view-graph`` (new start-to-target
 demonstrations from a scene's graph of views, :func:`view_graph_demonstrations`), ``bag`` (an operator's
 recorded search, :mod:`.bags`). Every demonstration runs through the core Episode stepper
@@ -22,6 +29,7 @@ recorded search, :mod:`.bags`). Every demonstration runs through the core Episod
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from dataclasses import dataclass
@@ -34,7 +42,7 @@ from ..core.actions import Action, lattice_moves, parse_action
 from ..core.config import SeekConfig
 from ..core.dataset import Dataset
 from ..core.environment import SimScene, run_episode
-from ..core.episode import EpisodeResult, Frame, Observation, StepRecord
+from ..core.episode import EpisodeResult, Frame, MaskReview, Observation, StepRecord
 from ..core.geometry import Pose
 
 RECORDS = "records.jsonl"
@@ -88,22 +96,35 @@ class RecordWriter:
                             f"a plain id (no '..', no leading '/')")
         self._ids.add(episode)
         history: list[dict] = []
-        for rec in result.records:
+
+        def line(rec, name: str, stem: str, **extra) -> dict:
+            """The record ``episode/name`` of one decision, its view and canvas written under ``stem``."""
             obs = rec.observation
-            stem = f"images/{episode}/{rec.step:02d}"
             view, canvas = f"{stem}-view.png", f"{stem}-canvas.png"
             _save_png(self.root / view, obs.view)
             _save_png(self.root / canvas, obs.canvas)
-            line = {"id": f"{episode}/{rec.step}", "episode": episode, "source": source, "scene": scene,
-                    "category": result.category, "instruction": result.instruction, "step": obs.step,
-                    "pose": obs.pose.as_dict(), "initial_pose": obs.initial_pose.as_dict(),
+            return {"id": f"{episode}/{name}", "episode": episode, "source": source,
+                    "scene": scene, "category": result.category, "instruction": result.instruction,
+                    "step": obs.step, "pose": obs.pose.as_dict(), "initial_pose": obs.initial_pose.as_dict(),
                     "trajectory": [p.as_dict() for p in obs.trajectory], "view": view, "canvas": canvas,
-                    "canvas_style": obs.canvas_style, "history": list(history), "answer": rec.action.to_text(),
+                    "canvas_style": obs.canvas_style, "history": list(history), **extra,
                     "success": bool(success)}
-            self._lines.write(json.dumps(line, ensure_ascii=False) + "\n")
-            history.append({"step": rec.step, "pose": rec.pose.as_dict(), "action": rec.action.to_text(), "view": view})
+
+        for rec in result.records:
+            record = line(rec, str(rec.step), f"images/{episode}/{rec.step:02d}", answer=demonstrated(rec).to_text())
+            self._lines.write(json.dumps(record, ensure_ascii=False) + "\n")
+            history.append({"step": rec.step, "pose": rec.pose.as_dict(), "action": record["answer"],
+                            "view": record["view"]})
             self.count += 1
-        return len(result.records)
+        for rec in result.reviews:  # the turns after STOP, each with the mask it judged
+            stem, review = f"images/{episode}/r{rec.step}", rec.observation.review
+            mask = f"{stem}-mask.png"
+            _save_png(self.root / mask, np.repeat(review.mask[..., None].astype(np.uint8) * 255, 3, axis=2))
+            shown = {"mask": mask, "box": list(review.box), "turn": review.turn, "refinements": review.refinements}
+            record = line(rec, f"r{rec.step}", stem, turn="review", review=shown, answer=rec.action.to_text())
+            self._lines.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.count += 1
+        return len(result.records) + len(result.reviews)
 
     def close(self) -> None:
         self._lines.close()
@@ -142,7 +163,7 @@ def load_records(data_dir) -> list[dict]:
         missing = [k for k in ("id", "instruction", "pose", "view", "canvas", "answer") if k not in rec]
         if missing:
             raise DataError(f"{path}:{n} has no {missing[0]!r}; rebuild the directory with make-sft-data")
-        parsed = parse_action(rec["answer"])
+        parsed = parse_action(rec["answer"], rec.get("turn", "search"))
         if not parsed.ok:
             raise DataError(f"{path}:{n}: answer {rec['answer']!r} is not an action ({parsed.error})")
         records.append(rec)
@@ -157,11 +178,17 @@ def record_observation(rec: dict, root) -> Observation:
     history = tuple(StepRecord(h["step"], _pose(h["pose"]), parse_action(h["action"]).action, h["action"], 0, 0.0,
                                observation=_past_view(root, h)) for h in rec.get("history", []))
     pose = _pose(rec["pose"])
+    review = None
+    if rec.get("turn") == "review":
+        r = rec["review"]
+        review = MaskReview(_load_png(root / r["mask"])[..., 0] > 127, tuple(r["box"]), int(r["turn"]),
+                            int(r.get("refinements", 0)))
     return Observation(_load_png(root / rec["view"]), _load_png(root / rec["canvas"]), pose, rec["instruction"],
                        int(rec.get("step", len(history))),
                        tuple(_pose(p) for p in rec.get("trajectory", [rec["pose"]])),
                        _pose(rec.get("initial_pose", rec["pose"])), history=history,
-                       canvas_style=rec.get("canvas_style", "official"))  # the prompt describes this picture
+                       canvas_style=rec.get("canvas_style", "official"),  # the prompt describes this picture
+                       review=review)
 
 
 def _past_view(root: Path, h: dict) -> Observation:
@@ -172,22 +199,36 @@ def _past_view(root: Path, h: dict) -> Observation:
 
 
 def record_action(rec: dict) -> Action:
-    return parse_action(rec["answer"]).action
+    return parse_action(rec["answer"], rec.get("turn", "search")).action
+
+
+def demonstrated(rec: StepRecord) -> Action:
+    """The action a search record teaches: the one the policy meant (a STOP box made wrong on purpose by
+    the box noise keeps the expert's own box, ``info["intended"]``), else the one it took."""
+    intended = rec.info.get("intended") if rec.info else None
+    return parse_action(intended).action if intended else rec.action
 
 
 # ---------------------------------------------------------------------------------------------
 # Demonstrations through the Episode stepper.
 
 
-def expert_demonstrations(dataset: Dataset, config: SeekConfig) -> list[tuple[EpisodeResult, str]]:
-    """The oracle expert on every episode of ``dataset`` (simulation): (result, scene path) pairs."""
+def expert_demonstrations(dataset: Dataset, config: SeekConfig, box_noise: float = 0.0,
+                          seed: int = 0) -> list[tuple[EpisodeResult, str]]:
+    """The oracle expert on every episode of ``dataset`` (simulation): (result, scene path) pairs. With
+    ``box_noise`` > 0 that share of its STOP boxes is made wrong first (module docstring), so the review
+    turns show a recovery; their records come with each result (``EpisodeResult.reviews``)."""
+    from ..models.baselines import PerturbedStops
     from ..models.registry import make_policy, make_segmenter
 
+    if not 0.0 <= box_noise <= 1.0:
+        raise DataError(f"box noise {box_noise} is not a share; give --box-noise between 0 and 1")
     out = []
     for spec in dataset.episodes:
         scene = SimScene(spec, config)
-        result = run_episode(scene, make_policy("expert", config, scene.truth),
-                             make_segmenter("oracle", config, scene.truth))
+        expert = make_policy("expert", config, scene.truth)
+        policy = PerturbedStops(expert, box_noise, seed=seed) if box_noise > 0 else expert
+        result = run_episode(scene, policy, make_segmenter("oracle", config, scene.truth))
         out.append((result, str(spec.scene)))
     return out
 
@@ -258,7 +299,10 @@ def replay(instruction: str, frames: list[Frame], actions: list[Action], config:
     if len(actions) > config.episode.max_steps:
         raise DataError(f"demonstration {episode_id} has {len(actions)} decisions, more than episode.max_steps="
                         f"{config.episode.max_steps}; raise it in the parameter YAML")
-    scene = _ReplayScene(_ReplayCamera(frames), instruction, config, episode_id, category)
+    # the search ends at STOP: no mask is judged, so no segmentation turns (their records come with the source)
+    quiet = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, max_refinements=0,
+                                                                         point_prompts="none"))
+    scene = _ReplayScene(_ReplayCamera(frames), instruction, quiet, episode_id, category)
     return run_episode(scene, _ScriptedPolicy(actions), _NoMask())
 
 
@@ -279,7 +323,9 @@ def view_graph_demonstrations(results: list[tuple[EpisodeResult, str]], config: 
     Nodes: every pose a decision was taken at (its recorded view; poses rounded to 1°), pooled over a
     scene's episodes. Edges: two nodes one lattice move apart. Goals: poses where a successful episode
     stopped with a box, per instruction. From every other node, the fewest-moves path to a goal gives a
-    new demonstration (each move's view is a recorded one), replayed through the Episode stepper.
+    new demonstration (each move's view is a recorded one), replayed through the Episode stepper; it
+    stops with the box the goal's search meant (:func:`demonstrated`) and carries that search's review
+    turns (their view is the goal's view: a review reads nothing of the path).
     Instructions that refer to the start pose (EGO, MULTIHOP) keep their own start and get none.
     """
     by_scene: dict[str, list[EpisodeResult]] = {}
@@ -294,7 +340,7 @@ def view_graph_demonstrations(results: list[tuple[EpisodeResult, str]], config: 
                 frames.setdefault(_node(rec.pose), Frame(rec.observation.view, rec.pose, rec.stamp))
         goals: dict[tuple[str, str], dict] = {}
         for r in group:
-            last = r.records[-1].action if r.records else None
+            last = demonstrated(r.records[-1]) if r.records else None
             if accepted(r, accept_unscored) and last is not None and last.stop and last.box is not None and r.category not in START_RELATIVE:
                 goals.setdefault((r.instruction, r.category), {})[_node(r.records[-1].pose)] = (last, r)
         for (instruction, category), targets in goals.items():
@@ -309,8 +355,9 @@ def view_graph_demonstrations(results: list[tuple[EpisodeResult, str]], config: 
                 nodes, actions = path
                 stop, src = targets[nodes[-1]]
                 demo_id = f"{src.id}-vg-{start[0]:03d}-{start[1] + 90:03d}"
-                out.append(replay(instruction, [frames[n] for n in nodes], actions + [stop], config, demo_id,
-                                  category))
+                demo = replay(instruction, [frames[n] for n in nodes], actions + [stop], config, demo_id, category)
+                demo.reviews, demo.refinements = list(src.reviews), src.refinements
+                out.append(demo)
                 made += 1
                 if max_per_instruction and made >= max_per_instruction:
                     break

@@ -16,6 +16,9 @@ One update:
    of the group with equal weight; ``token`` averages over every answer token of the group (a long STOP
    box then weighs more than a short MOVE). Each turn is scored by :meth:`QwenPolicy.logprobs` on
    exactly the sampled token ids after the re-encoded prompt, which is checked against the stored ids.
+   The review turns after STOP (ACCEPT | REFINE | MOVE, ``EpisodeResult.reviews``) are turns like the
+   others, scored in the review grammar: the return they share charges each refinement and pays the
+   final IoU.
 4. ``num_iterations`` (μ) optimizer steps on those rollouts: the first starts at ρ = 1, the later ones
    from moved weights, where the ε-clip acts (``clip`` in the log: the share of clipped tokens).
 
@@ -166,7 +169,8 @@ LOSS_NORMALISATIONS = ("turn", "token")
 def grpo_step(policy, wrapped, peft_model, accelerator, optimizer, params, results, advantages, g) -> dict:
     """The optimisation of one update: ``g.num_iterations`` optimizer steps on the group's turns, each
     turn backpropagated as soon as it is scored (module docstring). Returns the update's statistics."""
-    turns = [(rec, float(a)) for result, a in zip(results, advantages) for rec in result.records]
+    turns = [(rec, float(a)) for result, a in zip(results, advantages)
+             for rec in result.records + result.reviews]  # review turns are optimised too
     peft_model.eval()  # dropout off: ratio and KL compare the sampler's function with itself
     total_tokens = sum(len(rec.info["token_ids"]) for rec, _ in turns)
     scored = []
@@ -178,15 +182,17 @@ def grpo_step(policy, wrapped, peft_model, accelerator, optimizer, params, resul
         tokens = rec.info["token_ids"]
         old = torch.tensor(rec.info["logprobs"], dtype=torch.float32, device=enc.input_ids.device)
         with torch.no_grad(), peft_model.disable_adapter():
-            ref = policy.logprobs(enc, tokens, grammar=True, temperature=g.temperature, model=peft_model, top_p=g.top_p)
+            ref = policy.logprobs(enc, tokens, grammar=True, temperature=g.temperature, model=peft_model, top_p=g.top_p,
+                                  turn=rec.observation.turn)  # a search or a review turn: its own grammar
         weight = 1.0 / len(turns) if g.loss_normalisation == "turn" else len(tokens) / total_tokens
-        scored.append((enc, tokens, old, ref, advantage, weight))
+        scored.append((enc, tokens, old, ref, advantage, weight, rec.observation.turn))
     stats = {"kl": [], "clip": [], "loss": 0.0}
     for _ in range(g.num_iterations):
-        for k, (enc, tokens, old, ref, advantage, weight) in enumerate(scored):
+        for k, (enc, tokens, old, ref, advantage, weight, turn) in enumerate(scored):
             sync = contextlib.nullcontext() if k == len(scored) - 1 else accelerator.no_sync(wrapped)
             with sync:
-                new = policy.logprobs(enc, tokens, grammar=True, temperature=g.temperature, model=wrapped, top_p=g.top_p)
+                new = policy.logprobs(enc, tokens, grammar=True, temperature=g.temperature, model=wrapped, top_p=g.top_p,
+                                      turn=turn)
                 loss, s = turn_loss(new, old, ref, advantage, g.epsilon, g.beta)
                 accelerator.backward(loss * weight)
             stats["kl"].append(s["kl"])
