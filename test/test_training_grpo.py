@@ -125,7 +125,7 @@ def _trajectory(sampler, obs_list):
     for obs in obs_list:
         d = sampler.act(obs)
         records.append(SimpleNamespace(observation=obs, info=d.info))
-    return SimpleNamespace(records=records)
+    return SimpleNamespace(records=records, reviews=[])
 
 
 def test_a_grpo_step_holds_one_turns_activations_whatever_the_number_of_turns(setup, capsys):
