@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/panoseeker launch --demo --overlay out/demo_overlay.png
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q test
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile test
 
 bench: $(STAMP)
 	$(BIN)/python bench/projection.py

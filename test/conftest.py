@@ -53,3 +53,12 @@ def cube_dataset(tmp_path_factory, cube_erp) -> Path:
     specs = [EpisodeSpec(f"cube-{i}", scene, "the label on the green face", "UNIQ", Pose(t, 0.0), "+X label", centroid,
                          {"png": root / "green.png"}) for i, t in enumerate((-90.0, 180.0, -150.0, 150.0))]
     return save_dataset(root / "dataset.json", specs)
+
+
+# The longest files start first, so that `pytest -n 2 --dist loadfile` (make test) ends with the short ones.
+SLOW_FIRST = ("test_learning_ladder.py", "test_ros_graph.py", "test_console_browser.py", "test_training_sft.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: the rest keep their order

@@ -248,11 +248,13 @@ def test_a_search_started_elsewhere_without_an_id_is_followed_too(browser, graph
     with ros_client(domain) as node:
         pub = node.create_publisher(String, api.INSTRUCTION, api.INSTRUCTION_QOS)  # as `ros2 topic pub` does
         wait(browser, 20, "the instruction publisher matched", lambda d: pub.get_subscription_count() > 0)
-        pub.publish(String(data="the green face"))
-        wait(browser, 30, "the plain-text search on the page",
-             lambda d: "the green face" in d.find_element(By.ID, "target").text)
-        assert re.fullmatch(r"plain-\d+-\d+", browser.find_element(By.ID, "search").get_attribute("data-id"))
+        plain = "find the green face"  # not a substring of an earlier test's instruction: the page must change
+        assert plain not in INSTRUCTION
+        pub.publish(String(data=plain))
         # plain text gets an id of the policy node's own (doc/ros_interface.md)
+        wait(browser, 30, "the plain-text search on the page, under an id of the policy node's own",
+             lambda d: plain in d.find_element(By.ID, "target").text
+             and re.fullmatch(r"plain-\d+-\d+", d.find_element(By.ID, "search").get_attribute("data-id") or ""))
         assert state(browser, "node") == "ready"  # a search's status is not the node's own state
         wait(browser, 60, "the search done", lambda d: state(d, "search") == "done")
         assert decisions(browser) and browser.find_element(By.ID, "result").get_attribute("data-success") == "true"

@@ -129,6 +129,10 @@ class Client:
         return [p["state"] for kind, _, p in self.op.events if kind == "status" and p.get("id") == rid]
 
     def send(self, text: str, rid: str) -> None:
+        # instructions are volatile (doc/ros_interface.md): one sent before the policy node's subscription
+        # matches is lost, so wait for the match as `panoseeker seek` does
+        self.spin_until(lambda: self.pub_instruction.get_subscription_count() > 0, 30,
+                        f"a policy_node subscribed to {api.INSTRUCTION}")
         self.pub_instruction.publish(String(data=api.dumps({"id": rid, "instruction": text})))
 
     def set_param(self, node: str, name: str, value: float):
