@@ -155,3 +155,86 @@ def test_the_password_comes_from_the_environment_or_a_private_file_and_never_sho
         assert "12345" not in str(exc.value) and "password *** may not move" in str(exc.value)
     finally:
         head.close()
+
+
+def _certificates(tmp_path):
+    """A CA and a certificate it signs for 127.0.0.1 (PEM files); the camera's server-side TLS context."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, key, issuer, issuer_key, ca, san=None):
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    ca_key, cam_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("test camera CA", ca_key, "test camera CA", ca_key, True)
+    cam = cert("camera", cam_key, "test camera CA", ca_key, False, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (tmp_path / "camera.pem").write_bytes(cam.public_bytes(pem))
+    (tmp_path / "camera.key").write_bytes(cam_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                                 serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "camera.pem", tmp_path / "camera.key")
+    return tmp_path / "ca.pem", server
+
+
+def _https(fake, ca_file="", timeout_s=3.0) -> PtzConnection:
+    return PtzConnection(host="127.0.0.1", port=fake.port, timeout_s=timeout_s, onvif_https=True,
+                         onvif_ca_file=str(ca_file))
+
+
+def test_https_checks_the_cameras_certificate(tmp_path):
+    ca, server = _certificates(tmp_path)
+    with FakeOnvifPtz(speed_deg_s=(400.0, 400.0), tls=server) as fake:
+        head = OnvifHead.connect(_https(fake, ca), PROFILE)  # the camera's CA trusted: every call over https
+        try:
+            assert head.name == f"ONVIF https://127.0.0.1:{fake.port}"
+            head.move_to(40.0, 10.0)
+            assert wait_settled(head, (40.0, 10.0), 0.2, 10.0, 0.02).settled
+            assert fake.requests[:3] == ["GetServices", "GetProfiles", "GetConfigurationOptions"]
+        finally:
+            head.close()
+        before = len(fake.requests)
+        # the system's CAs do not vouch for it: refused before any SOAP request, in one line naming the fix
+        with pytest.raises(PtzError, match="TLS failed .*certificate verify failed.*onvif_ca_file") as exc:
+            OnvifHead.connect(_https(fake), PROFILE)
+        assert "\n" not in str(exc.value) and len(fake.requests) == before
+        # a certificate for another name: refused too (host-name check)
+        with pytest.raises(PtzError, match="TLS failed"):
+            OnvifHead.connect(PtzConnection(host="localhost", port=fake.port, timeout_s=3.0, onvif_https=True,
+                                            onvif_ca_file=str(ca)), PROFILE)
+        assert len(fake.requests) == before
+    with pytest.raises(PtzError, match="onvif_ca_file .*missing.pem.*readable PEM"):
+        OnvifHead.connect(_https(fake, tmp_path / "missing.pem"), PROFILE)
+
+
+def test_https_refuses_services_advertised_over_plain_http(tmp_path):
+    ca, server = _certificates(tmp_path)
+    with FakeOnvifPtz(tls=server, advertise="http") as fake:
+        with pytest.raises(PtzError, match="advertises its media service at http://.*not over https"):
+            OnvifHead.connect(_https(fake, ca), PROFILE)
+        assert fake.requests == ["GetServices"]  # asked over https; nothing sent to the plain address
+
+
+def test_onvif_https_is_a_boolean_parameter():
+    from panoseeker_ros.core.config import ConfigError
+    from panoseeker_ros.drivers.profile import connection_from_params
+
+    assert connection_from_params({"onvif_https": True, "onvif_ca_file": "/etc/cam.pem"}).onvif_https is True
+    with pytest.raises(ConfigError, match="'onvif_https' must be bool, got 'yes'"):
+        connection_from_params({"onvif_https": "yes"})

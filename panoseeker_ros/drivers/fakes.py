@@ -375,9 +375,12 @@ GENERIC_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSp
 class _LocalHttpServer:
     """A threaded HTTP server on 127.0.0.1 (an ephemeral port) serving ``handler``; a context manager."""
 
-    def _serve(self, handler) -> None:
+    def _serve(self, handler, tls=None) -> None:
+        """``tls``: an ``ssl.SSLContext`` with the server's certificate: serve HTTPS."""
         self._closed = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_port
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -398,9 +401,11 @@ class _LocalHttpServer:
 class FakeOnvifPtz(_LocalHttpServer):
     """An ONVIF PTZ camera over HTTP/SOAP 1.2 on 127.0.0.1. Position space x, y in [-1, 1] map linearly to
     ``pan_deg`` and ``tilt_deg`` (its real angles); moves run at ``speed_deg_s``. Faults: ``silent`` (no
-    answer), ``error`` (the next AbsoluteMove gets a SOAP fault with this text)."""
+    answer), ``error`` (the next AbsoluteMove gets a SOAP fault with this text). ``tls``: an ``ssl.SSLContext``
+    holding its certificate: HTTPS, and its services advertised at ``advertise``:// (default https)."""
 
-    def __init__(self, pan_deg=(-170.0, 170.0), tilt_deg=(-30.0, 90.0), speed_deg_s=(120.0, 90.0)):
+    def __init__(self, pan_deg=(-170.0, 170.0), tilt_deg=(-30.0, 90.0), speed_deg_s=(120.0, 90.0), tls=None,
+                 advertise: str | None = None):
         self.pan_deg, self.tilt_deg = tuple(pan_deg), tuple(tilt_deg)
         self.faults = Faults()
         self.error_text: str | None = None
@@ -410,6 +415,7 @@ class FakeOnvifPtz(_LocalHttpServer):
         self.moves: list[tuple[float, float]] = []  # AbsoluteMove x, y as received
         self._axes = (_Axis(speed=speed_deg_s[0]), _Axis(speed=speed_deg_s[1]))
         self._lock = threading.Lock()
+        self.advertise = advertise or ("https" if tls is not None else "http")
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -421,7 +427,7 @@ class FakeOnvifPtz(_LocalHttpServer):
                     outer._closed.wait(30.0)  # the client's timeout ends the wait
                     self.close_connection = True
                     return
-                status, xml = outer._answer(body, f"http://127.0.0.1:{outer.port}")
+                status, xml = outer._answer(body, f"{outer.advertise}://127.0.0.1:{outer.port}")
                 data = xml.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/soap+xml; charset=utf-8")
@@ -432,7 +438,7 @@ class FakeOnvifPtz(_LocalHttpServer):
             def log_message(self, *args):
                 pass
 
-        self._serve(Handler)
+        self._serve(Handler, tls)
 
     def pose_deg(self) -> tuple[float, float]:
         now = time.monotonic()

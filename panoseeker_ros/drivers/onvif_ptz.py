@@ -5,11 +5,17 @@ configuration), ``GetConfigurationOptions`` (the absolute pan-tilt position spac
 The client is asynchronous; :class:`OnvifHead` runs its own event loop in a thread and offers the
 blocking :class:`~panoseeker_ros.drivers.head.PanTiltHead` calls. The position space's x / y ranges map
 linearly to the degrees the profile names for their ends (``onvif_pan_deg``, ``onvif_tilt_deg``).
+
+``onvif_https``: every request goes over HTTPS with the camera's certificate and host name checked against
+``onvif_ca_file`` (or the system's CAs), and a service the camera advertises over plain http is refused, not
+followed. The client library's own connections never check certificates; :func:`_https_camera` gives each
+of its services a connection that does.
 """
 from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import threading
 import time
 
@@ -18,6 +24,7 @@ from .head import PtzError, PtzTimeout
 from .profile import PtzConnection, PtzProfile, onvif_password, redact
 
 DEFAULT_PORT = 80
+DEFAULT_HTTPS_PORT = 443
 GENERIC_SPACE = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"
 
 
@@ -34,8 +41,10 @@ class OnvifHead:
             self._password = onvif_password(conn)
         except ConfigError as exc:
             raise PtzError(str(exc)) from None
-        self.port = conn.port or DEFAULT_PORT
-        self.name = f"ONVIF http://{conn.host}:{self.port}"
+        self.scheme = "https" if conn.onvif_https else "http"
+        self.port = conn.port or (DEFAULT_HTTPS_PORT if conn.onvif_https else DEFAULT_PORT)
+        self.name = f"ONVIF {self.scheme}://{conn.host}:{self.port}"
+        self._tls = _tls_context(conn) if conn.onvif_https else None
         self.timeout_s = conn.timeout_s
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="onvif-loop", daemon=True)
@@ -61,7 +70,11 @@ class OnvifHead:
     async def _setup(self) -> None:
         from onvif import ONVIFCamera
 
-        self._camera = ONVIFCamera(self.conn.host, self.port, self.conn.onvif_user, self._password)
+        if self._tls is None:
+            self._camera = ONVIFCamera(self.conn.host, self.port, self.conn.onvif_user, self._password)
+        else:
+            self._camera = _https_camera(self._tls, self.name)(f"https://{self.conn.host}", self.port,
+                                                              self.conn.onvif_user, self._password)
         await self._camera.update_xaddrs()
         media = await self._camera.create_media_service()
         self._ptz = await self._camera.create_ptz_service()
@@ -116,6 +129,11 @@ class OnvifHead:
                              f"and that ONVIF is enabled on the camera") from None
         except zeep.exceptions.Fault as exc:
             raise PtzError(f"{self.name}: {what} refused: {exc.message}") from None
+        except aiohttp.ClientSSLError as exc:
+            why = getattr(exc, "certificate_error", None) or exc
+            raise PtzError(f"{self.name}: {what}: TLS failed ({why}); give the camera's CA or its self-signed "
+                           f"certificate (PEM) as onvif_ca_file, and a host name or address its certificate "
+                           f"names") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise PtzTimeout(f"{self.name}: {what} failed ({type(exc).__name__}: {exc}); check the address and "
                              f"port") from None
@@ -174,3 +192,38 @@ class OnvifHead:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=2)
         self._loop.close()
+
+
+def _tls_context(conn: PtzConnection) -> ssl.SSLContext:
+    """Certificate and host-name checks on, trusting ``onvif_ca_file`` (PEM) or else the system's CAs."""
+    try:
+        return ssl.create_default_context(cafile=conn.onvif_ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PtzError(f"onvif_ca_file {conn.onvif_ca_file!r}: {getattr(exc, 'strerror', None) or exc}; give a "
+                       f"readable PEM file of the camera's CA (or its self-signed certificate)") from None
+
+
+def _https_camera(tls: ssl.SSLContext, name: str):
+    """An ``ONVIFCamera`` class whose services talk through ``tls`` and only over https (see the module)."""
+    from aiohttp import ClientSession, TCPConnector
+    from onvif import ONVIFCamera
+
+    class HttpsOnvifCamera(ONVIFCamera):
+        async def create_onvif_service(self, service_name, port_type=None, read_timeout=None, write_timeout=None):
+            xaddr = self.get_definition(service_name.lower(), port_type)[0]
+            if not str(xaddr).lower().startswith("https://"):
+                raise PtzError(f"{name}: the camera advertises its {service_name} service at {xaddr}, not over "
+                               f"https; turn on HTTPS-only in the camera's network settings, or set onvif_https "
+                               f"false on an isolated camera network")
+            service = await super().create_onvif_service(service_name, port_type, read_timeout, write_timeout)
+            if not vars(service).get("_checked_tls"):  # a service is created once per address, then reused
+                unchecked = service._session, service._connector
+                service._connector = TCPConnector(ssl=tls)
+                service._session = ClientSession(connector=service._connector, timeout=unchecked[0].timeout)
+                service.transport.session = service._session
+                vars(service)["_checked_tls"] = True
+                await unchecked[0].close()
+                await unchecked[1].close()
+            return service
+
+    return HttpsOnvifCamera

@@ -65,6 +65,8 @@ class PtzConnection:
     visca_address: int = 1  # VISCA camera address 1..7
     onvif_user: str = "admin"
     onvif_password_file: str = ""  # a file (mode 0600) holding the ONVIF password; see onvif_password()
+    onvif_https: bool = False  # ONVIF over HTTPS, the camera's certificate and host name checked (port 443)
+    onvif_ca_file: str = ""  # PEM: the CA (or the camera's self-signed certificate) to trust; "": the system's
     video_source: str = ""  # OpenCV VideoCapture source: rtsp://…, http://…, a device number, a file
     timeout_s: float = 1.0  # one reply from the camera [s]
     retry_s: float = 0.5  # first reconnect attempt after a fault [s]; doubles on each failure ...
@@ -75,7 +77,7 @@ TRANSPORTS = ("udp", "udp_raw", "tcp", "serial")
 DESCRIPTIONS = {
     "profile": "calibration profile: a name in config/ptz/ or a YAML path",
     "host": "camera IP address or host name",
-    "port": "camera port; 0 = default (VISCA UDP and raw UDP 52381, TCP 5678, ONVIF 80)",
+    "port": "camera port; 0 = default (VISCA UDP and raw UDP 52381, TCP 5678, ONVIF 80, ONVIF over HTTPS 443)",
     "transport": "VISCA transport: udp (VISCA over IP) | udp_raw (raw VISCA in UDP) | tcp | serial",
     "serial_device": "VISCA serial device or pyserial URL",
     "baudrate": "VISCA serial baud rate",
@@ -83,6 +85,10 @@ DESCRIPTIONS = {
     "onvif_user": "ONVIF user name",
     "onvif_password_file": "file (mode 0600) with the ONVIF password; empty: environment variable "
                            "PANOSEEKER_ONVIF_PASSWORD",
+    "onvif_https": "ONVIF over HTTPS: the camera's certificate and host name are checked; services it "
+                   "advertises over plain http are refused",
+    "onvif_ca_file": "with onvif_https: PEM file of the CA (or the camera's self-signed certificate) to trust; "
+                     "empty: the system's CAs",
     "video_source": "video for cv2.VideoCapture: rtsp://..., http://..., a device number or a file",
     "timeout_s": "wait for one camera reply [s]",
     "retry_s": "first reconnect attempt after a camera fault [s]; doubles on each failure",
@@ -145,6 +151,10 @@ def _typed(cls, values: dict, where: str):
                 out[key] = tuple(type(d)(v) for d, v in zip(default, value))
             elif isinstance(default, str):
                 out[key] = str(value)
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError
+                out[key] = value
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError
             else:

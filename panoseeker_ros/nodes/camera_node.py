@@ -25,6 +25,7 @@ Parameters
     panorama (string, read-only): sim: a plain ERP image instead of a dataset episode
     start_pan, start_tilt (double, rad): start pose when no dataset is given
     profile, host, port, transport, serial_device, baudrate, visca_address, onvif_user, onvif_password_file,
+    onvif_https, onvif_ca_file,
     video_source, timeout_s, retry_s, retry_max_s (read-only): visca / onvif, see drivers/profile.py (the
     ONVIF password itself is never a parameter: PANOSEEKER_ONVIF_PASSWORD or the 0600 file)
     max_commands_per_s (read-only): moves, looks and resets beyond this rate are dropped (one log line)
@@ -156,7 +157,8 @@ class CameraNode(Node):
                                    f"({self.intrinsics.width}x{self.intrinsics.height})")
 
     def destroy_node(self):
-        close = getattr(self.camera, "close", None)  # a real head: stop it, the frame grabber and the link
+        # a real head: stop it, the frame grabber and the link (no camera yet when its parameters were refused)
+        close = getattr(getattr(self, "camera", None), "close", None)
         if close is not None:
             close()
         return super().destroy_node()
