@@ -1,7 +1,7 @@
 """Refinement over turns, measured: how many wrong first masks a review recovers, and what it costs.
 
     python bench/refinement.py [--dataset sim/bedroom] [--seeds 0 1 2] [--rate 0.5] [--out out/refinement]
-    python bench/refinement.py --ladder [--seeds 0 1 2] [--sft-steps 3000] [--out out/refinement-ladder]
+    python bench/refinement.py --ladder [--seeds 0 1 2] [--sft-steps 3000] [--train-noise 0.5] [--out out/refinement-ladder]
 
 A searcher whose STOP boxes are made wrong with probability ``--rate`` (models.baselines.PerturbedStops:
 shifted, too large, a neighbour; the draw is seeded per seed, episode and step) runs every episode three
@@ -20,9 +20,9 @@ episode's first and refined mask on its STOP view).
 
 ``--ladder``: the same measurement with a trained policy on the learning ladder's direction task
 (``training/ladder.py``: its held-out scenes, every object annotated, the box-prompted oracle). Per
-training seed the tiny model is fine-tuned (SFT) on the expert's demonstrations with half of the STOP
-boxes made wrong first (``expert_demonstrations(box_noise=0.5)``: the review turns show ACCEPT on right
-masks and REFINE to the right box on wrong ones); then that model searches and reviews the held-out
+training seed the tiny model is fine-tuned (SFT) on the expert's demonstrations with a share
+``--train-noise`` of the STOP boxes made wrong first (``expert_demonstrations(box_noise=...)``: the review
+turns show ACCEPT on right masks and REFINE to the right box on wrong ones); then that model searches and reviews the held-out
 episodes itself, its own STOP boxes made wrong with probability ``--rate``, with refinement on, off,
 and with the control reviewer; and without noise, on and off (SR / mIoU / steps of the trained policy
 with and without refinement).
@@ -137,7 +137,8 @@ def trained_rows(args, out: Path) -> tuple[list, str]:
     for seed in args.seeds:
         data = out / f"data-{seed}"
         with RecordWriter(data) as writer:
-            for result, scene in expert_demonstrations(load_dataset(train), config, box_noise=0.5, seed=seed):
+            for result, scene in expert_demonstrations(load_dataset(train), config, box_noise=args.train_noise,
+                                                          seed=seed):
                 if result.success:
                     writer.add(result, "expert", scene)
         settings = tiny_settings()
@@ -155,7 +156,7 @@ def trained_rows(args, out: Path) -> tuple[list, str]:
                                            for k, v in row.items()), flush=True)
         rows.append(row)
     return rows, f"the learning ladder's direction task ({len(held)} held-out episodes), tiny model after " \
-                 f"{args.sft_steps} SFT steps on noisy-box demonstrations"
+                 f"{args.sft_steps} SFT steps on demonstrations with STOP boxes made wrong at p = {args.train_noise}"
 
 
 def main(argv=None) -> int:
@@ -167,6 +168,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="default out/refinement (out/refinement-ladder with --ladder)")
     p.add_argument("--ladder", action="store_true", help="a trained tiny policy on the learning ladder's task")
     p.add_argument("--sft-steps", type=int, default=3000)
+    p.add_argument("--train-noise", type=float, default=0.5,
+                   help="--ladder: share of the demonstrations' STOP boxes made wrong first")
     p.add_argument("--train-scenes", type=int, default=24)
     p.add_argument("--heldout-scenes", type=int, default=16)
     args = p.parse_args(argv)

@@ -5,15 +5,22 @@ For a camera that pans towards +x by α, a point at centred image coordinates (x
 ``x' = f (x/f − tan α) / (1 + x tan α / f)``, ``y' = y / (cos α + (x/f) sin α)`` (f: focal length in pixels
 along x); tilting up is the same with the roles of x and −y swapped. Both α and f are fitted, so the
 measured angle does not lean on the configured field of view.
+
+Each frame is taken once the video is still (:func:`still_view`), not the first one after the profile's
+``frame_delay_s``: a stream whose latency is longer than that (a busy computer, a buffering encoder) would
+otherwise hand over a frame from mid-turn and bias the measurement.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 MIN_MATCHES = 12
+STILL_GREY = 3.0  # mean |difference| [grey levels] below which two successive frames show a head at rest
+VIDEO_SETTLE_S = 1.0  # frames received this long after the head settled, at the earliest [s]
 
 
 class CalibrationError(RuntimeError):
@@ -108,6 +115,22 @@ class AxisCalibration:
         return self.rotation.fov_deg(self.image_px)
 
 
+def still_view(camera, wait_s: float = VIDEO_SETTLE_S, timeout_s: float = 10.0) -> np.ndarray:
+    """The view of a settled :class:`~panoseeker_ros.drivers.ptz_camera.PtzCamera` once its video is still:
+    the first two successive frames received at least ``wait_s`` from now that agree (mean |difference| below
+    STILL_GREY), the later one fitted to the camera's size."""
+    t, deadline, previous = time.monotonic() + wait_s, time.monotonic() + wait_s + timeout_s, None
+    while True:
+        frame = camera.frames.frame_after(t, max(0.1, deadline - time.monotonic()))
+        view = camera.fit(frame.rgb)
+        if previous is not None and np.abs(view.astype(np.int16) - previous).mean() < STILL_GREY:
+            return view
+        if time.monotonic() > deadline:
+            raise CalibrationError(f"the video did not come to rest within {timeout_s:g} s of the head settling; "
+                                   f"calibrate with the camera and the scene still")
+        previous, t = view.astype(np.int16), frame.received + 1e-6
+
+
 def calibrate_head(camera, step_deg: tuple[float, float] | None = None) -> tuple[AxisCalibration, AxisCalibration]:
     """Turn a :class:`~panoseeker_ros.drivers.ptz_camera.PtzCamera` from straight ahead by ``step_deg`` [deg]
     (pan right, then tilt down; default a third of the profile's FoV), measure each turn from the frames,
@@ -118,10 +141,10 @@ def calibrate_head(camera, step_deg: tuple[float, float] | None = None) -> tuple
     try:
         # tilt down: rooms have more texture below the horizon than above
         for axis, (dt, dp) in (("pan", (step[0], 0.0)), ("tilt", (0.0, -step[1]))):
-            a = camera.look(0.0, 0.0)
-            start = camera.pose()
-            b = camera.look(dt, dp)
-            end = camera.pose()
+            camera.look(0.0, 0.0)
+            a, start = still_view(camera), camera.pose()
+            camera.look(dt, dp)
+            b, end = still_view(camera), camera.pose()
             i = 0 if axis == "pan" else 1
             turned = (end.theta - start.theta) if axis == "pan" else (end.phi - start.phi)
             focal = camera.intrinsics.fx if axis == "pan" else camera.intrinsics.fy
