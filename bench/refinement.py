@@ -1,7 +1,7 @@
 """Refinement over turns, measured: how many wrong first masks a review recovers, and what it costs.
 
     python bench/refinement.py [--dataset sim/bedroom] [--seeds 0 1 2] [--rate 0.5] [--out out/refinement]
-    python bench/refinement.py --ladder [--seeds 0 1 2] [--sft-steps 3000] [--train-noise 0.5] [--out out/refinement-ladder]
+    python bench/refinement.py --ladder [--seeds 0 1 2] [--sft-steps 3000] [--train-noise 0.75] [--out out/refinement-ladder]
 
 A searcher whose STOP boxes are made wrong with probability ``--rate`` (models.baselines.PerturbedStops:
 shifted, too large, a neighbour; the draw is seeded per seed, episode and step) runs every episode three
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="default out/refinement (out/refinement-ladder with --ladder)")
     p.add_argument("--ladder", action="store_true", help="a trained tiny policy on the learning ladder's task")
     p.add_argument("--sft-steps", type=int, default=3000)
-    p.add_argument("--train-noise", type=float, default=0.5,
+    p.add_argument("--train-noise", type=float, default=0.75,
                    help="--ladder: share of the demonstrations' STOP boxes made wrong first")
     p.add_argument("--train-scenes", type=int, default=24)
     p.add_argument("--heldout-scenes", type=int, default=16)

@@ -101,7 +101,8 @@ def register(subparsers) -> None:
     p.add_argument("--keep-failures", action="store_true", help="also write searches that did not succeed")
     p.add_argument("--box-noise", type=float, default=0.0,
                    help="share of the expert's STOP boxes made wrong first (shifted, too large, a neighbour), so "
-                        "its review turns show a recovery (REFINE to the right box); 0: none")
+                        "its review turns show a recovery (REFINE to the right box); 0: none; 0.75 taught the learning "
+                        "ladder's reviewer best (README, Segmentation as an agent)")
     p.add_argument("--seed", type=int, default=0, help="seed of the box noise")
     p.add_argument("--accept-unscored", action="store_true",
                    help="recorded searches (bags) have no score: write those that end in STOP with a box, on "
