@@ -24,11 +24,14 @@ TYPES = {"camera/image": "sensor_msgs/msg/Image", "camera/joint_states": "sensor
 
 
 def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), target: bool = True,
-                     policy: bool = False) -> Path:
+                     policy: bool = False, review: str | None = None) -> Path:
     """Record one search of ``spec``: the start view, then one view after each (Δθ, Δϕ) of ``moves_deg``.
 
     ``policy``: as the policy node runs it: a view from before the search, the look to the start pose,
-    a ``feedback`` line per decision, and the alignment look and carried box after the STOP box."""
+    a ``feedback`` line per decision, and the alignment look and carried box after the STOP box.
+    ``review`` (with ``policy``): the STOP box is the target's box shifted by its width, its mask the
+    target's mask shifted the same, and the review turns follow: "refine" answers REFINE to the target's
+    box (its target and mask), then ACCEPT; "move" answers MOVE +60 0."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -85,19 +88,39 @@ def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), t
             put("camera/move", joints(joint_delta_from_move(dt, dp)))
             f, stamp = frame(Move(dt, dp))
         intr = config.camera.intrinsics()
-        mask = project_erp_mask(scene.truth.mask, f.pose, intr)
-        x1, y1, x2, y2 = mask_bbox(mask)
-        feedback(Action.stop_at(pixels_to_box((x1, y1, x2, y2), intr.width, intr.height)).to_text(), stamp)
-        if target:
+        true_mask = project_erp_mask(scene.truth.mask, f.pose, intr)
+        true_box = mask_bbox(true_mask)
+        shift = (true_box[2] - true_box[0]) if review else 0
+        mask = np.roll(true_mask, shift, axis=1) if review else true_mask
+
+        def segmented(box, m):  # the target (box on the view) and the mask that answered it
+            x1, y1, x2, y2 = box
             pts = [T["geometry_msgs/msg/Point32"](x=float(x), y=float(y), z=0.0)
                    for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
-            poly = T["geometry_msgs/msg/PolygonStamped"](header=header(stamp), polygon=T["geometry_msgs/msg/Polygon"](
-                points=pts))
-            put("target", poly)
-        m = T["sensor_msgs/msg/Image"](header=header(stamp), height=mask.shape[0], width=mask.shape[1],
-                                       encoding="mono8", is_bigendian=0, step=mask.shape[1],
-                                       data=(mask.astype(np.uint8) * 255).reshape(-1))
-        put("segmentation/mask", m)
+            if target:
+                put("target", T["geometry_msgs/msg/PolygonStamped"](header=header(stamp), polygon=T[
+                    "geometry_msgs/msg/Polygon"](points=pts)))
+            put("segmentation/mask", T["sensor_msgs/msg/Image"](
+                header=header(stamp), height=m.shape[0], width=m.shape[1], encoding="mono8", is_bigendian=0,
+                step=m.shape[1], data=(m.astype(np.uint8) * 255).reshape(-1)))
+            return pts
+
+        def in_view(box):
+            return pixels_to_box(box, intr.width, intr.height)
+
+        x1, y1, x2, y2 = true_box
+        stop_box = (x1 + shift, y1, min(x2 + shift, intr.width - 1), y2)
+        feedback(Action.stop_at(in_view(stop_box)).to_text(), stamp)
+        pts = segmented(stop_box, mask)
+        if review == "refine":
+            put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 1, "review": 1, "stamp": stamp,
+                "action": Action.refine_to(in_view(true_box)).to_text(), "mask_pixels": int(mask.sum())})))
+            pts = segmented(true_box, true_mask)
+            put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 1, "review": 2, "stamp": stamp,
+                "action": "ACCEPT", "mask_pixels": int(true_mask.sum())})))
+        elif review == "move":
+            put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 1, "review": 1, "stamp": stamp,
+                "action": "MOVE +60 0", "mask_pixels": int(mask.sum())})))
         if policy:  # alignment: a look, the new view, the carried box
             put("camera/look", joints(pose_to_pan_tilt(f.pose.moved(3, 2))))
             f, stamp = frame(Look(f.pose.moved(3, 2)))

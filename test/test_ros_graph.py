@@ -580,14 +580,16 @@ def test_recorder_writes_a_training_bag(graph, tmp_path):
         _, _, raw = next(reader.messages(connections=images))
         img = store.deserialize_cdr(raw, "sensor_msgs/msg/Image")
         assert (img.width, img.height, img.encoding) == (1024, 768, "rgb8")
-    # the bag the recorder wrote becomes SFT data: one record per decision of the search, in order
+    # the bag the recorder wrote becomes SFT data: one record per decision of the search and per review turn,
+    # in order
     data = tmp_path / "sft"
     made = subprocess.run([sys.executable, "-m", "panoseeker_ros.cli", "make-sft-data", "--bag", str(bag),
                            "--out", str(data), "--accept-unscored"], capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stdout + made.stderr
     records = [json.loads(line) for line in (data / "records.jsonl").read_text().splitlines()]
-    # (a bag gives the search's decisions; its review turns are not read from bags)
-    assert [r["answer"] for r in records] == [fb["action"] for fb in outcome.feedback if "review" not in fb]
+    assert [r["answer"] for r in records] == [fb["action"] for fb in outcome.feedback]
+    assert [r.get("turn") == "review" for r in records] == ["review" in fb for fb in outcome.feedback]
+    assert any("review" in fb for fb in outcome.feedback)  # the expert reviewed its mask (ACCEPT)
     assert all((data / r["view"]).is_file() and (data / r["canvas"]).is_file() for r in records)
 
 

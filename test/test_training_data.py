@@ -183,3 +183,34 @@ def test_a_bag_missing_a_required_topic_is_one_line_naming_it(task, tmp_path, ca
     assert main(["make-sft-data", "--bag", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not exist" in err
+
+
+def test_a_bag_of_a_policy_search_keeps_its_review_turns(task, tmp_path):
+    """A wrong first mask refined, then accepted: both review turns become records with the masks they judged."""
+    from panoseeker_ros.core.geometry import project_erp_mask
+    from panoseeker_ros.core.environment import SimScene
+    from panoseeker_ros.training.demonstrations import RecordWriter, load_records, record_observation
+
+    root, config, dataset, _ = task
+    spec = dataset.episodes[0]
+    plain, = bag_demonstrations(write_teleop_bag(tmp_path / "p", spec, config, [(60, 0), (60, 0)], policy=True),
+                                config)
+    (result, _), = bag_demonstrations(write_teleop_bag(tmp_path / "r", spec, config, [(60, 0), (60, 0)],
+                                                       policy=True, review="refine"), config)
+    assert plain[0].reviews == [] and [r.action for r in result.records][:-1] == [r.action for r in
+                                                                                 plain[0].records][:-1]
+    assert [r.action.to_text().split(" ")[0] for r in result.reviews] == ["REFINE", "ACCEPT"]
+    truth = project_erp_mask(SimScene(spec, config).truth.mask, result.records[-1].pose, config.camera.intrinsics())
+    first, second = (r.observation.review.mask for r in result.reviews)
+    assert (second == truth).all() and (first != truth).any() and first.sum() == truth.sum()
+    assert result.reviews[0].observation.review.box == result.records[-1].action.box  # the STOP box's mask
+    assert result.reviews[0].action.box != result.records[-1].action.box  # refined to another box
+    with RecordWriter(tmp_path / "data") as writer:
+        assert writer.add(result, "bag", "scene") == len(result.records) + 2
+    recs = [r for r in load_records(tmp_path / "data") if r.get("turn") == "review"]
+    assert [r["answer"].split(" ")[0] for r in recs] == ["REFINE", "ACCEPT"]
+    assert (record_observation(recs[1], tmp_path / "data").review.mask == truth).all()
+    lines = []
+    assert bag_demonstrations(write_teleop_bag(tmp_path / "m", spec, config, [(60, 0), (60, 0)], policy=True,
+                                               review="move"), config, on_skip=lines.append) == []
+    assert len(lines) == 1 and "a review turn moved the camera after STOP" in lines[0]

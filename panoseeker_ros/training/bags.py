@@ -7,7 +7,10 @@ next):
 * frames: ``camera/image`` (rgb8 or bgr8) joined to ``camera/joint_states`` (pan, tilt rad) by identical
   header stamp;
 * decisions of a search the policy made: its ``feedback`` lines (the action, and the stamp of the view
-  it was decided on), exactly;
+  it was decided on), exactly; the review turns after its STOP (feedback lines with ``review``: ACCEPT
+  or REFINE) with the masks they judged, the ``segmentation/mask`` messages stamped with the STOP view
+  in bag order (the STOP box's, then one per REFINE). A search whose review answered MOVE went on
+  searching after its STOP and is skipped;
 * decisions of a teleoperated search (no ``feedback``): every ``camera/move`` (relative, [Δpan, Δtilt]
   rad) and ``camera/look`` (absolute) before the STOP view, in bag-time order; those between two frames
   are summed, and each is snapped to the action lattice (nearest Δθ and Δϕ of core/actions.py; a move
@@ -139,7 +142,8 @@ def read_bag(path) -> list[_Search]:
             elif kind == FEEDBACK:
                 try:
                     line = json.loads(str(msg.data))
-                    search.events.append((t, FEEDBACK, (int(line["stamp"]), str(line["action"]))))
+                    search.events.append((t, FEEDBACK, (int(line["stamp"]), str(line["action"]),
+                                                        "review" in line)))
                 except (ValueError, KeyError, TypeError):
                     raise DataError(f"bag {path}: a {conn.topic} message is not the documented JSON "
                                     f"(stamp, action); record the policy node's feedback") from None
@@ -191,7 +195,9 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
             if isinstance(demo, str):
                 on_skip(f"bag {path}: search {n} ({search.instruction!r}): {demo}; skipped")
             else:
-                out.append((replay(search.instruction, demo[0], demo[1], config, name, ""), str(path)))
+                stop_stamp = next(stamp for _, stamp, f in frames if f is demo[0][-1])
+                out.append((replay(search.instruction, *demo, config, name, "", *_reviews(search, stop_stamp)),
+                            str(path)))
             continue
         stop = _stop_point(search, frames, intr)
         if stop is None:
@@ -236,7 +242,13 @@ def _policy_decisions(search: _Search, frames) -> tuple[list[Frame], list[Action
     """The views and actions of the search's ``feedback`` lines, or why they do not make a demonstration."""
     by_stamp = {stamp: f for _, stamp, f in frames}
     views, actions = [], []
-    for _, kind, (stamp, text) in ((t, k, p) for t, k, p in search.events if k == FEEDBACK):
+    lines = [p for _, k, p in search.events if k == FEEDBACK]
+    if any(review and parse_action(text, "review").ok and parse_action(text, "review").action.is_move
+           for _, text, review in lines):
+        return "a review turn moved the camera after STOP (the search went on)"
+    for stamp, text, review in lines:
+        if review:
+            continue
         parsed = parse_action(text)
         if not parsed.ok or stamp not in by_stamp:
             return f"decision {text!r} is not an action on a recorded view"
@@ -247,3 +259,16 @@ def _policy_decisions(search: _Search, frames) -> tuple[list[Frame], list[Action
     if not actions or not actions[-1].stop or actions[-1].box is None:
         return "the policy did not stop with a box"
     return views, actions
+
+
+def _reviews(search: _Search, stamp: int) -> tuple[list[Action], list[np.ndarray]]:
+    """The review turns after the search's STOP and the masks they judged, those stamped with the STOP view
+    (``stamp``, ns) in bag order; none when a review answer does not parse or a judged mask was not recorded."""
+    answers = [parse_action(p[1], "review") for _, k, p in search.events if k == FEEDBACK and p[2]]
+    masks = [p[1] for _, k, p in search.events if k == MASK and p[0] == stamp]
+    if not answers or not all(a.ok for a in answers):
+        return [], []
+    actions = [a.action for a in answers]
+    if len(masks) < sum(1 for a in actions if a.refine) + 1:
+        return [], []
+    return actions, masks

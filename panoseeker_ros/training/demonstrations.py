@@ -262,6 +262,19 @@ class _ScriptedPolicy:
         return Decision(action, action.to_text())
 
 
+class _RecordedMasks:
+    name = "recorded"
+
+    def __init__(self, masks: list[np.ndarray]):
+        self.masks = iter(masks)
+
+    def segment(self, view, box_px, pose):
+        mask = next(self.masks, None)
+        if mask is None or mask.shape != view.shape[:2]:
+            raise DataError("a review turn asked for a mask that was not recorded on its view")
+        return mask
+
+
 class _NoMask:
     name = "none"
 
@@ -289,9 +302,12 @@ class _ReplayScene:
 
 
 def replay(instruction: str, frames: list[Frame], actions: list[Action], config: SeekConfig,
-           episode_id: str, category: str = "") -> EpisodeResult:
+           episode_id: str, category: str = "", reviews: list[Action] = (),
+           masks: list[np.ndarray] = ()) -> EpisodeResult:
     """Run the Episode stepper on recorded ``frames`` (the start view, then the view after each move)
-    with ``actions`` (the moves, then the final STOP): the records a policy would have seen."""
+    with ``actions`` (the moves, then the final STOP): the records a policy would have seen. ``reviews``:
+    the recorded review turns after STOP (ACCEPT or REFINE), judging ``masks`` in order (the STOP box's
+    mask, then one per REFINE, on the STOP view); without them the search ends at STOP."""
     moves = sum(1 for a in actions if not a.stop)
     if len(frames) != moves + 1 or not actions or not actions[-1].stop:
         raise DataError(f"demonstration {episode_id}: {len(frames)} views for {moves} moves; a demonstration is "
@@ -299,11 +315,19 @@ def replay(instruction: str, frames: list[Frame], actions: list[Action], config:
     if len(actions) > config.episode.max_steps:
         raise DataError(f"demonstration {episode_id} has {len(actions)} decisions, more than episode.max_steps="
                         f"{config.episode.max_steps}; raise it in the parameter YAML")
-    # the search ends at STOP: no mask is judged, so no segmentation turns (their records come with the source)
-    quiet = dataclasses.replace(config, segmentation=dataclasses.replace(config.segmentation, max_refinements=0,
-                                                                         point_prompts="none"))
+    refines = sum(1 for a in reviews if a.refine)
+    if any(not (a.refine or a.accept) for a in reviews) or len(masks) < refines + 1 and reviews:
+        raise DataError(f"demonstration {episode_id}: review turns must be ACCEPT or REFINE, each REFINE with the "
+                        f"mask it asked for ({len(masks)} masks for {refines} refinements)")
+    # no mask beyond the recorded ones is judged: the review turns as recorded (the last REFINE's mask is
+    # taken without asking), no entropy or VBR points, no alignment
+    limit = refines + (1 if reviews and reviews[-1].accept else 0)
+    quiet = dataclasses.replace(
+        config, segmentation=dataclasses.replace(config.segmentation, max_refinements=limit, point_prompts="none"),
+        alignment=dataclasses.replace(config.alignment, enabled=config.alignment.enabled and not reviews))
     scene = _ReplayScene(_ReplayCamera(frames), instruction, quiet, episode_id, category)
-    return run_episode(scene, _ScriptedPolicy(actions), _NoMask())
+    segmenter = _RecordedMasks(list(masks)[:refines + 1]) if reviews else _NoMask()
+    return run_episode(scene, _ScriptedPolicy(list(actions) + list(reviews)), segmenter)
 
 
 # ---------------------------------------------------------------------------------------------
