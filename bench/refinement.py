@@ -129,7 +129,7 @@ def trained_rows(args, out: Path) -> tuple[list, str]:
     from panoseeker_ros.training.sft import train_sft
 
     torch.set_num_threads(1)
-    config = ladder_config()
+    config = ladder_config(max_refinements=2)
     model = build_tiny_qwen(out / "qwen3vl-tiny")
     train = direction_task(out / "train", args.train_scenes, 1)
     held = load_dataset(direction_task(out / "heldout", args.heldout_scenes, 2)).episodes

@@ -8,7 +8,9 @@ square", "turn around to find the green triangle"), so its direction word and it
 where to turn; nothing in the start view does. The expert turns once (one lattice move) and stops
 with the box of the centred target: two decisions, the second taken on what the first move showed.
 Every object is annotated, so the box-prompted oracle segmenter gives a box on a distractor (or a
-loose box) a poor mask.
+loose box) a poor mask. The ladder measures the search: its episodes end at the STOP box's mask, with no
+review turns (``segmentation.max_refinements`` 0); ``bench/refinement.py --ladder`` measures those on the
+same task with ``ladder_config(max_refinements=2)``.
 
 Why these choices: the tiny CPU model learns this family in about a thousand SFT steps; with the looks
 drawn at random per scene (only the direction word tells the way) it needed 2,000 steps for held-out
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.actions import Action, lattice_moves
-from ..core.config import AlignmentConfig, CameraConfig, EpisodeConfig, RewardConfig, SeekConfig
+from ..core.config import AlignmentConfig, CameraConfig, EpisodeConfig, RewardConfig, SeekConfig, SegmentationConfig
 from ..core.dataset import EpisodeSpec, load_dataset, save_dataset
 from ..core.environment import SimScene, run_episode, run_lockstep
 from ..core.episode import Decision
@@ -56,12 +58,14 @@ TASK_STREAM = 15  # the direction task's random stream, apart from make-scenes' 
 OFFICIAL_TAU_DEG = 17.19  # 0.3 rad, the official success radius (set explicitly: robust to the default)
 
 
-def ladder_config(max_steps: int = 4) -> SeekConfig:
+def ladder_config(max_steps: int = 4, max_refinements: int = 0) -> SeekConfig:
     """The ladder's environment: a 128×96 view (FoV 120°×90°), a 256×128 canvas, T = ``max_steps``,
-    τ = 0.3 rad; rewards and alignment otherwise at their defaults."""
+    τ = 0.3 rad, ``max_refinements`` review turns after STOP (the search ladder: none); rewards,
+    alignment and the rest of segmentation at their defaults."""
     return SeekConfig(camera=CameraConfig(width=128, height=96),
                       episode=EpisodeConfig(max_steps=max_steps, canvas_width=256, canvas_height=128),
-                      reward=RewardConfig(tau_deg=OFFICIAL_TAU_DEG), alignment=AlignmentConfig())
+                      reward=RewardConfig(tau_deg=OFFICIAL_TAU_DEG), alignment=AlignmentConfig(),
+                      segmentation=SegmentationConfig(max_refinements=max_refinements))
 
 
 def direction_task(root, scenes: int, seed: int, width: int = 512) -> Path:
