@@ -28,6 +28,7 @@ LADDER_YAML = """\
     camera: {width: 128, height: 96}
     episode: {max_steps: %d, canvas_width: 256, canvas_height: 128}
     reward: {tau_deg: %r}
+    segmentation: {max_refinements: %d}
 """
 
 
@@ -52,7 +53,8 @@ def ladder(tmp_path_factory):
                                held, config)
 
     def sr_through_eval(adapter) -> float:  # the user's path: panoseeker eval --policy qwen --adapter
-        (root / "seek.yaml").write_text(LADDER_YAML % (config.episode.max_steps, config.reward.tau_deg))
+        (root / "seek.yaml").write_text(LADDER_YAML % (config.episode.max_steps, config.reward.tau_deg,
+                                                        config.segmentation.max_refinements))
         assert main(["eval", "--dataset", str(held), "--policy", "qwen", "--model", str(model), "--adapter",
                      str(adapter), "--config", str(root / "seek.yaml"), "--out", str(root / "eval-sft"), "--quiet"]) == 0
         return json.loads((root / "eval-sft" / "summary.json").read_text())["sr"]
