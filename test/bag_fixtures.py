@@ -72,10 +72,10 @@ def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), t
             put("camera/joint_states", joints(pose_to_pan_tilt(f.pose), stamp))
             return f, stamp
 
-        def feedback(action: str, stamp_ns: int):
+        def feedback(action: str, stamp_ns: int, **review):
             if policy:
                 put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 0, "action": action,
-                                                                          "stamp": stamp_ns})))
+                                                                          "stamp": stamp_ns, **review})))
 
         text = json.dumps({"id": "search-1", "instruction": spec.instruction}) if policy else spec.instruction
         put("instruction", T["std_msgs/msg/String"](data=text))  # the JSON form, as the operator sends it
@@ -113,14 +113,11 @@ def write_teleop_bag(path: Path, spec, config, moves_deg, topics=tuple(TYPES), t
         feedback(Action.stop_at(in_view(stop_box)).to_text(), stamp)
         pts = segmented(stop_box, mask)
         if review == "refine":
-            put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 1, "review": 1, "stamp": stamp,
-                "action": Action.refine_to(in_view(true_box)).to_text(), "mask_pixels": int(mask.sum())})))
+            feedback(Action.refine_to(in_view(true_box)).to_text(), stamp, review=1, mask_pixels=int(mask.sum()))
             pts = segmented(true_box, true_mask)
-            put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 1, "review": 2, "stamp": stamp,
-                "action": "ACCEPT", "mask_pixels": int(true_mask.sum())})))
+            feedback("ACCEPT", stamp, review=2, mask_pixels=int(true_mask.sum()))
         elif review == "move":
-            put("feedback", T["std_msgs/msg/String"](data=json.dumps({"step": 1, "review": 1, "stamp": stamp,
-                "action": "MOVE +60 0", "mask_pixels": int(mask.sum())})))
+            feedback("MOVE +60 0", stamp, review=1, mask_pixels=int(mask.sum()))
         if policy:  # alignment: a look, the new view, the carried box
             put("camera/look", joints(pose_to_pan_tilt(f.pose.moved(3, 2))))
             f, stamp = frame(Look(f.pose.moved(3, 2)))

@@ -41,9 +41,8 @@ class OnvifHead:
             self._password = onvif_password(conn)
         except ConfigError as exc:
             raise PtzError(str(exc)) from None
-        self.scheme = "https" if conn.onvif_https else "http"
         self.port = conn.port or (DEFAULT_HTTPS_PORT if conn.onvif_https else DEFAULT_PORT)
-        self.name = f"ONVIF {self.scheme}://{conn.host}:{self.port}"
+        self.name = f"ONVIF {'https' if conn.onvif_https else 'http'}://{conn.host}:{self.port}"
         self._tls = _tls_context(conn) if conn.onvif_https else None
         self.timeout_s = conn.timeout_s
         self._loop = asyncio.new_event_loop()
@@ -70,11 +69,9 @@ class OnvifHead:
     async def _setup(self) -> None:
         from onvif import ONVIFCamera
 
-        if self._tls is None:
-            self._camera = ONVIFCamera(self.conn.host, self.port, self.conn.onvif_user, self._password)
-        else:
-            self._camera = _https_camera(self._tls, self.name)(f"https://{self.conn.host}", self.port,
-                                                              self.conn.onvif_user, self._password)
+        camera, host = ((ONVIFCamera, self.conn.host) if self._tls is None else
+                        (_https_camera(self._tls, self.name), f"https://{self.conn.host}"))
+        self._camera = camera(host, self.port, self.conn.onvif_user, self._password)
         await self._camera.update_xaddrs()
         media = await self._camera.create_media_service()
         self._ptz = await self._camera.create_ptz_service()

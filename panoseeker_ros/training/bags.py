@@ -195,9 +195,8 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
             if isinstance(demo, str):
                 on_skip(f"bag {path}: search {n} ({search.instruction!r}): {demo}; skipped")
             else:
-                stop_stamp = next(stamp for _, stamp, f in frames if f is demo[0][-1])
-                out.append((replay(search.instruction, *demo, config, name, "", *_reviews(search, stop_stamp)),
-                            str(path)))
+                views, actions, reviews, masks = demo
+                out.append((replay(search.instruction, views, actions, config, name, "", reviews, masks), str(path)))
             continue
         stop = _stop_point(search, frames, intr)
         if stop is None:
@@ -238,37 +237,31 @@ def bag_demonstrations(path, config: SeekConfig, on_skip=print) -> list[tuple[Ep
     return out
 
 
-def _policy_decisions(search: _Search, frames) -> tuple[list[Frame], list[Action]] | str:
-    """The views and actions of the search's ``feedback`` lines, or why they do not make a demonstration."""
+def _policy_decisions(search: _Search, frames) -> tuple[list[Frame], list[Action], list[Action], list] | str:
+    """The views and actions of the search's ``feedback`` lines and its review turns with the masks they
+    judged (module docstring; none when a review answer does not parse or a judged mask was not recorded),
+    or why they do not make a demonstration."""
     by_stamp = {stamp: f for _, stamp, f in frames}
-    views, actions = [], []
-    lines = [p for _, k, p in search.events if k == FEEDBACK]
-    if any(review and parse_action(text, "review").ok and parse_action(text, "review").action.is_move
-           for _, text, review in lines):
-        return "a review turn moved the camera after STOP (the search went on)"
-    for stamp, text, review in lines:
+    views, actions, reviews, stop_stamp = [], [], [], None
+    for stamp, text, review in (p for _, k, p in search.events if k == FEEDBACK):
         if review:
+            reviews.append(parse_action(text, "review"))
+            if reviews[-1].ok and reviews[-1].action.is_move:
+                return "a review turn moved the camera after STOP (the search went on)"
             continue
+        if stop_stamp is not None:
+            continue  # after STOP only review turns belong to this demonstration
         parsed = parse_action(text)
         if not parsed.ok or stamp not in by_stamp:
             return f"decision {text!r} is not an action on a recorded view"
         views.append(by_stamp[stamp])
         actions.append(parsed.action)
         if parsed.action.stop:
-            break
+            stop_stamp = stamp
     if not actions or not actions[-1].stop or actions[-1].box is None:
         return "the policy did not stop with a box"
-    return views, actions
-
-
-def _reviews(search: _Search, stamp: int) -> tuple[list[Action], list[np.ndarray]]:
-    """The review turns after the search's STOP and the masks they judged, those stamped with the STOP view
-    (``stamp``, ns) in bag order; none when a review answer does not parse or a judged mask was not recorded."""
-    answers = [parse_action(p[1], "review") for _, k, p in search.events if k == FEEDBACK and p[2]]
-    masks = [p[1] for _, k, p in search.events if k == MASK and p[0] == stamp]
-    if not answers or not all(a.ok for a in answers):
-        return [], []
-    actions = [a.action for a in answers]
-    if len(masks) < sum(1 for a in actions if a.refine) + 1:
-        return [], []
-    return actions, masks
+    answers = [r.action for r in reviews if r.ok]
+    masks = [p[1] for _, k, p in search.events if k == MASK and p[0] == stop_stamp]
+    if len(answers) < len(reviews) or len(masks) < sum(1 for a in answers if a.refine) + 1:
+        answers, masks = [], []
+    return views, actions, answers, masks

@@ -316,7 +316,7 @@ def replay(instruction: str, frames: list[Frame], actions: list[Action], config:
         raise DataError(f"demonstration {episode_id} has {len(actions)} decisions, more than episode.max_steps="
                         f"{config.episode.max_steps}; raise it in the parameter YAML")
     refines = sum(1 for a in reviews if a.refine)
-    if any(not (a.refine or a.accept) for a in reviews) or len(masks) < refines + 1 and reviews:
+    if any(not (a.refine or a.accept) for a in reviews) or (reviews and len(masks) < refines + 1):
         raise DataError(f"demonstration {episode_id}: review turns must be ACCEPT or REFINE, each REFINE with the "
                         f"mask it asked for ({len(masks)} masks for {refines} refinements)")
     # no mask beyond the recorded ones is judged: the review turns as recorded (the last REFINE's mask is
